@@ -1,0 +1,58 @@
+"""``napari-tagan`` command line: one subcommand per module, all calling the core.
+
+Each subcommand module defines ``add_parser(subparsers)`` (which sets ``func`` on its
+parser) and a ``run(args) -> int``. User errors (:class:`TaganError`, bad files) print one
+line on stderr and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from napari_tagan import __version__
+
+from . import convert, info
+
+
+def _subcommand_modules() -> list:
+    # Imported here, not at module level: each may pull heavier dependencies.
+    from . import simulate
+
+    return [convert, info, simulate]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (used by ``main`` and by the docs/tests)."""
+    parser = argparse.ArgumentParser(
+        prog="napari-tagan",
+        description="TA-GAN confocal → STED enhancement: predict, train, convert models.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-tagan {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in _subcommand_modules():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``napari-tagan`` script; returns the exit status."""
+    from napari_tagan.core.errors import TaganError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except TaganError as exc:
+        print(f"napari-tagan {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"napari-tagan {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # unreadable/unwritable paths, full disks
+        print(f"napari-tagan {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,131 @@
+"""Intensity normalization: raw microscope units ↔ the networks' [-1, 1] (or [0, 1]).
+
+Statistics are computed once per image (never per tile), so a tiled prediction sees the
+same mapping as a whole-image one. Every mapping is affine after the optional ``legacy8``
+quantisation, which makes the inverse exact: ``x = lo + (y - a) / (b - a) * (hi - lo)``
+with ``(a, b)`` the output range and ``(lo, hi)`` per channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .config import NormalizationSpec
+
+#: Percentiles of images larger than this (pixels per channel) are estimated on a regular
+#: subsample, which keeps them O(1) in memory and time for whole-slide images.
+PERCENTILE_SAMPLE_LIMIT = 1 << 22
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """Per-channel ``lo``/``hi`` of an affine normalization (``lo`` ↦ a, ``hi`` ↦ b)."""
+
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON-able form, for layer and TIFF metadata."""
+        return {"lo": list(self.lo), "hi": list(self.hi)}
+
+
+def legacy8(image: np.ndarray) -> np.ndarray:
+    """The original's 8-bit conversion: clip to [0, 255], truncate to integers (float32).
+
+    Truncation is toward zero, which equals ``floor`` after clipping to non-negatives.
+    """
+    return np.trunc(np.clip(np.asarray(image, dtype=np.float32), 0.0, 255.0))
+
+
+def _reduce(array: Any, how: str) -> float:
+    # numpy and dask arrays both have .min()/.max(); np.asarray computes a dask result.
+    return float(np.asarray(getattr(array, how)()))
+
+
+def _channel_range(channel: Any, spec: NormalizationSpec) -> tuple[float, float]:
+    if spec.kind in ("legacy8", "legacy8_minmax"):
+        if spec.kind == "legacy8":
+            return 0.0, 255.0
+        lo, hi = _reduce(channel, "min"), _reduce(channel, "max")
+        return float(legacy8(np.float32(lo))), float(legacy8(np.float32(hi)))
+    if spec.kind == "minmax":
+        return _reduce(channel, "min"), _reduce(channel, "max")
+    size = int(np.prod(channel.shape))
+    step = max(1, int(np.ceil(np.sqrt(size / PERCENTILE_SAMPLE_LIMIT))))
+    sample = np.asarray(channel[::step, ::step], dtype=np.float32)
+    lo, hi = np.percentile(sample, [spec.p_low, spec.p_high])
+    return float(lo), float(hi)
+
+
+def compute_stats(image: Any, spec: NormalizationSpec) -> NormStats:
+    """Per-channel statistics of a (C, Y, X) image (numpy or dask) for ``spec``.
+
+    A channel whose range is empty (constant image) gets ``hi = lo + 1`` so that it maps
+    to the low end instead of dividing by zero.
+    """
+    if len(image.shape) != 3:
+        raise ValueError(f"expected a (C, Y, X) image, got shape {tuple(image.shape)}")
+    los, his = [], []
+    for c in range(image.shape[0]):
+        lo, hi = _channel_range(image[c], spec)
+        if not hi > lo:
+            hi = lo + 1.0
+        los.append(lo)
+        his.append(hi)
+    return NormStats(tuple(los), tuple(his))
+
+
+def normalize(
+    image: np.ndarray, spec: NormalizationSpec, stats: NormStats | None = None
+) -> tuple[np.ndarray, NormStats]:
+    """Map a (C, Y, X) image to the network range; returns the array and its statistics.
+
+    Pass ``stats`` to normalize a piece (a tile) of a larger image with the statistics of
+    the whole.
+    """
+    stats = compute_stats(image, spec) if stats is None else stats
+    x = legacy8(image) if spec.kind.startswith("legacy8") else np.asarray(image, np.float32)
+    a, b = spec.out_range
+    lo = np.asarray(stats.lo, np.float32)[:, None, None]
+    hi = np.asarray(stats.hi, np.float32)[:, None, None]
+    out = (x - lo) * np.float32((b - a)) / (hi - lo) + np.float32(a)
+    return out.astype(np.float32, copy=False), stats
+
+
+def denormalize(y: np.ndarray, spec: NormalizationSpec, stats: NormStats) -> np.ndarray:
+    """Inverse of :func:`normalize` for a (C, Y, X) network output (float32).
+
+    For ``legacy8`` this is the original's output scale, ``(y + 1) / 2 × 255``.
+    """
+    a, b = spec.out_range
+    lo = np.asarray(stats.lo, np.float32)[:, None, None]
+    hi = np.asarray(stats.hi, np.float32)[:, None, None]
+    return ((np.asarray(y, np.float32) - np.float32(a)) / np.float32(b - a) * (hi - lo) + lo).astype(
+        np.float32, copy=False
+    )
+
+
+def masks_to_target(
+    masks: np.ndarray, mask_range: tuple[float, float], *, legacy: bool = False
+) -> np.ndarray:
+    """Turn (n_classes, Y, X) masks into S's targets in ``mask_range``.
+
+    ``legacy=True`` follows the original file pipeline, where masks go through the 8-bit
+    conversion too: 0 ↦ low, ≥ 255 ↦ high, values between map linearly. Otherwise any
+    non-zero pixel is "on".
+    """
+    lo, hi = mask_range
+    if legacy:
+        frac = legacy8(masks) / np.float32(255.0)
+    else:
+        frac = (np.asarray(masks) != 0).astype(np.float32)
+    return (np.float32(lo) + frac * np.float32(hi - lo)).astype(np.float32)
+
+
+def target_to_probability(y: np.ndarray, mask_range: tuple[float, float]) -> np.ndarray:
+    """Map S's Tanh output back to a per-pixel probability in [0, 1]."""
+    lo, hi = mask_range
+    return np.clip((np.asarray(y, np.float32) - lo) / np.float32(hi - lo), 0.0, 1.0)
