@@ -17,7 +17,6 @@ import json
 import os
 import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +139,22 @@ def infer_network(state: Mapping[str, torch.Tensor], role: str) -> NetworkGuess 
     return None
 
 
+def infer_discriminator(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Config fields (discriminator, n_layers_d, ndf) recovered from a D state dict."""
+    sd = layout(state)
+    if "net.0.weight" in sd:
+        return {"discriminator": "pixel", "ndf": sd["net.0.weight"][0]}
+    if "model.0.weight" not in sd:
+        return {}
+    convs = [k for k, s in sd.items() if k.endswith(".weight") and len(s) == 4]
+    n_layers = len(convs) - 2
+    return {
+        "discriminator": "basic" if n_layers == 3 else "n_layers",
+        "n_layers_d": max(n_layers, 1),
+        "ndf": sd["model.0.weight"][0],
+    }
+
+
 def fitting_presets(generator: NetworkGuess | None, segmenter: NetworkGuess | None) -> list[str]:
     """Presets whose architecture and channel counts match (any filter count)."""
     if generator is None:
@@ -185,7 +200,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             f"{path.name} holds Python objects other than tensors; refusing to unpickle it "
             "(only plain state dicts are loaded, so a crafted file cannot run code)"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # the unpickler fails in many ways on foreign bytes
         raise ModelLoadError(
             f"{path.name} is not a readable PyTorch checkpoint (corrupted or truncated?): "
             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
@@ -357,6 +372,8 @@ def load_original_checkpoint(
     config = config_for_original(preset, g_guess, s_guess, origin=files["generator"].name)
     if "segmenter" not in states:
         config = config.with_overrides(segmenter=None)
+    if "discriminator" in states:
+        config = config.with_overrides(**infer_discriminator(states["discriminator"]))
     model = TAGANModel.from_config(
         config, with_discriminator="discriminator" in states, initialize=False, device="meta"
     )

@@ -142,12 +142,22 @@ def required_multiple(model: TAGANModel) -> int:
     return max(ARCH_STRIDE[a] for a in archs)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflect-pad the bottom/right of (N, C, Y, X) to multiples; returns it and (Y, X)."""
+#: Smallest padded side a ResNet accepts: its 4× down-sampled map must be ≥ 2 pixels for
+#: the residual blocks' reflection padding.
+MIN_RESNET_SIDE = 8
+
+
+def pad_to_multiple(
+    x: torch.Tensor, multiple: int, minimum: int = MIN_RESNET_SIDE
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad the bottom/right of (N, C, Y, X) to multiples (≥ ``minimum``); returns it and (Y, X).
+
+    Reflection padding where the image is large enough, edge replication otherwise.
+    """
     h, w = x.shape[-2:]
-    ph, pw = padded_size(h, multiple) - h, padded_size(w, multiple) - w
+    ph = max(padded_size(h, multiple), minimum) - h
+    pw = max(padded_size(w, multiple), minimum) - w
     if ph or pw:
-        # reflect needs pad < size; fall back to replicate for tiny images
         mode = "reflect" if ph < h and pw < w else "replicate"
         x = nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
     return x, (h, w)

@@ -1,0 +1,55 @@
+"""The core never imports Qt, napari or magicgui (the headless contract)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def test_core_and_cli_import_without_gui_packages():
+    code = textwrap.dedent(
+        """
+        import sys, importlib.abc
+
+        BLOCKED = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui",
+                   "superqt", "vispy")
+
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError(f"blocked GUI import: {name}")
+                return None
+
+        sys.meta_path.insert(0, Block())
+        import napari_tagan.core, napari_tagan.cli
+        import napari_tagan.core.checkpoints, napari_tagan.core.predict
+        napari_tagan.cli.build_parser()
+        import pkgutil
+        for mod in pkgutil.walk_packages(napari_tagan.core.__path__, "napari_tagan.core."):
+            __import__(mod.name)
+        print("OK")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "OK"
+
+
+def test_plugin_entry_modules_do_not_import_torch():
+    code = textwrap.dedent(
+        """
+        import sys, importlib
+        for name in ("napari_tagan", "napari_tagan._sample_data", "napari_tagan._reader",
+                     "napari_tagan._writer"):
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name != name:
+                    raise
+        print("torch" in sys.modules)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,142 @@
+"""Normalization rules (legacy8 exactly as the original), inverses and statistics."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from napari_tagan.core.config import NormalizationSpec
+from napari_tagan.core.normalization import (
+    compute_stats,
+    denormalize,
+    legacy8,
+    masks_to_target,
+    normalize,
+    target_to_probability,
+)
+
+LEGACY = NormalizationSpec(kind="legacy8")
+
+
+def _rule(x):
+    """The original pipeline, written out independently: clip, truncate, /255, to [-1, 1]."""
+    out = []
+    for v in np.asarray(x, dtype=np.float64).ravel():
+        v = min(max(v, 0.0), 255.0)
+        v = float(int(v))  # truncation
+        out.append((v / 255.0 - 0.5) / 0.5)
+    return np.array(out).reshape(np.shape(x))
+
+
+@pytest.mark.parametrize(
+    "values,dtype",
+    [
+        ([0, 1, 127, 128, 254, 255], np.uint8),
+        ([0, 40, 255, 256, 260, 1000, 65535], np.uint16),
+        ([-5.0, -0.5, 0.0, 0.99, 1.0, 12.7, 254.999, 255.0, 255.5, 1e6], np.float32),
+        ([-3, 100, 300], np.int32),
+        ([0.2, 17.9], np.float64),
+    ],
+)
+def test_legacy8_matches_the_original_rule(values, dtype):
+    img = np.array(values, dtype=dtype).reshape(1, 1, -1)
+    y, stats = normalize(img, LEGACY)
+    np.testing.assert_allclose(y, _rule(img), atol=1e-6)
+    assert y.dtype == np.float32
+    assert stats.lo == (0.0,) and stats.hi == (255.0,)
+
+
+def test_legacy8_output_scale_is_the_originals():
+    y = np.array([-1.0, 0.0, 1.0], np.float32).reshape(1, 1, 3)
+    x = denormalize(y, LEGACY, compute_stats(np.zeros((1, 1, 1)), LEGACY))
+    np.testing.assert_allclose(x.ravel(), [0.0, 127.5, 255.0])
+    assert legacy8(np.array([-1.0, 3.7, 300.0])).tolist() == [0.0, 3.0, 255.0]
+
+
+@given(
+    arrays(
+        np.float32,
+        st.tuples(st.integers(1, 3), st.integers(2, 12), st.integers(2, 12)),
+        elements=st.floats(-1e4, 1e4, width=32),
+    ),
+    st.sampled_from(["minmax", "percentile"]),
+)
+@settings(max_examples=60, deadline=None)
+def test_affine_kinds_round_trip(image, kind):
+    spec = NormalizationSpec(kind=kind, p_low=2.0, p_high=98.0)
+    y, stats = normalize(image, spec)
+    back = denormalize(y, spec, stats)
+    scale = max(1.0, float(np.abs(image).max()))
+    np.testing.assert_allclose(back, image, atol=1e-5 * scale, rtol=1e-4)
+    if kind == "minmax":
+        for c in range(image.shape[0]):
+            if image[c].max() > image[c].min():
+                assert y[c].min() == pytest.approx(-1.0, abs=1e-5)
+                assert y[c].max() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_percentile_maps_percentiles_to_range_ends_per_channel():
+    rng = np.random.default_rng(1)
+    img = np.stack([rng.normal(100, 10, (64, 64)), rng.normal(5, 1, (64, 64))]).astype(np.float32)
+    spec = NormalizationSpec(kind="percentile", p_low=1.0, p_high=99.0)
+    y, stats = normalize(img, spec)
+    for c in range(2):
+        assert np.percentile(y[c], 1) == pytest.approx(-1.0, abs=1e-4)
+        assert np.percentile(y[c], 99) == pytest.approx(1.0, abs=1e-4)
+    assert stats.lo[0] > stats.lo[1]
+
+
+def test_minmax_to_unit_range_and_legacy8_minmax():
+    img = np.array([[[10.0, 20.0], [30.0, 300.0]]], np.float32)
+    y, _ = normalize(img, NormalizationSpec(kind="minmax", out_range=(0.0, 1.0)))
+    np.testing.assert_allclose(y.ravel(), [0.0, 10 / 290, 20 / 290, 1.0], atol=1e-6)
+    y, stats = normalize(img, NormalizationSpec(kind="legacy8_minmax"))
+    assert stats.lo == (10.0,) and stats.hi == (255.0,)  # 300 is clipped first
+    np.testing.assert_allclose(y.ravel(), [-1.0, -1 + 2 * 10 / 245, -1 + 2 * 20 / 245, 1.0])
+
+
+def test_constant_image_does_not_divide_by_zero():
+    y, stats = normalize(np.full((1, 4, 4), 7.0), NormalizationSpec(kind="minmax"))
+    assert np.all(y == -1.0) and stats.hi[0] == stats.lo[0] + 1
+
+
+def test_stats_of_a_tile_use_the_whole_image():
+    rng = np.random.default_rng(2)
+    img = rng.gamma(2, 30, (1, 64, 64)).astype(np.float32)
+    spec = NormalizationSpec(kind="percentile")
+    whole, stats = normalize(img, spec)
+    tile, _ = normalize(img[:, 10:30, 5:40], spec, stats)
+    np.testing.assert_array_equal(tile, whole[:, 10:30, 5:40])
+
+
+def test_stats_on_dask_and_subsampled_large_images():
+    rng = np.random.default_rng(3)
+    img = rng.normal(0, 1, (1, 3000, 3000)).astype(np.float32)
+    spec = NormalizationSpec(kind="percentile", p_low=1.0, p_high=99.0)
+    exact = np.percentile(img[0], [1, 99])
+    approx = compute_stats(img, spec)
+    lazy = compute_stats(da.from_array(img, chunks=(1, 1000, 1000)), spec)
+    assert approx == lazy
+    np.testing.assert_allclose([approx.lo[0], approx.hi[0]], exact, atol=0.02)
+    mm = compute_stats(da.from_array(img, chunks=(1, 1000, 1000)), NormalizationSpec(kind="minmax"))
+    assert mm.lo[0] == pytest.approx(float(img.min())) and mm.hi[0] == pytest.approx(float(img.max()))
+
+
+def test_masks_to_target_and_probabilities():
+    masks = np.array([[[0, 255, 32768, 128]]], np.uint16)
+    legacy = masks_to_target(masks, (-1.0, 1.0), legacy=True)
+    np.testing.assert_allclose(legacy.ravel(), [-1.0, 1.0, 1.0, -1 + 2 * 128 / 255], atol=1e-6)
+    binary = masks_to_target(masks, (0.0, 1.0))
+    assert binary.ravel().tolist() == [0.0, 1.0, 1.0, 1.0]
+    np.testing.assert_allclose(
+        target_to_probability(np.array([-1.0, 0.0, 1.0, 1.5]), (-1.0, 1.0)), [0, 0.5, 1, 1]
+    )
+
+
+def test_bad_shape_message():
+    with pytest.raises(ValueError, match=r"expected a \(C, Y, X\) image"):
+        compute_stats(np.zeros((4, 4)), LEGACY)
