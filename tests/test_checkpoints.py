@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
 
 from napari_tagan.core import (
     ArchitectureMismatchError,
@@ -26,6 +25,8 @@ from napari_tagan.core.checkpoints import (
     read_state_dict,
 )
 from napari_tagan.core.io import atomic_output
+
+from conftest import tiny_model
 
 
 def _write_original(folder: Path, model, epoch="latest", *, s=True, d=False, prefix=""):
@@ -69,7 +70,9 @@ def test_epoch_choice_and_listing(tmp_path):
     _write_original(tmp_path, model, epoch="latest")
     assert find_original_checkpoint(tmp_path)["generator"].name == "latest_net_G.pth"
     assert find_original_checkpoint(tmp_path, 900)["segmenter"].name == "900_net_S.pth"
-    assert find_original_checkpoint(tmp_path / "100_net_G.pth")["generator"].name == "100_net_G.pth"
+    assert (
+        find_original_checkpoint(tmp_path / "100_net_G.pth")["generator"].name == "100_net_G.pth"
+    )
     with pytest.raises(ModelLoadError, match=r"epoch '5'.*available: 100, 900, best, latest"):
         find_original_checkpoint(tmp_path, 5)
     with pytest.raises(ModelLoadError, match="no original TA-GAN checkpoint"):
@@ -98,7 +101,9 @@ def test_ambiguous_preset_names_candidates(tmp_path):
     _write_original(tmp_path, tiny_model("axons"))
     with pytest.raises(ModelLoadError, match="several presets fit.*axons, saureus, nanodomains"):
         load_original_checkpoint(tmp_path)
-    assert load_original_checkpoint(tmp_path, preset="saureus").config.normalization.kind == "minmax"
+    assert (
+        load_original_checkpoint(tmp_path, preset="saureus").config.normalization.kind == "minmax"
+    )
 
 
 def test_wrong_architecture_says_what_differs_and_what_fits(tmp_path):
@@ -116,7 +121,10 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
     sd.pop("model.26.bias")
     sd["model.99.weight"] = torch.zeros(1)
     torch.save(sd, tmp_path / "latest_net_G.pth")
-    with pytest.raises(ArchitectureMismatchError, match=r"1 missing key\(s\): model.26.bias.*1 unexpected key\(s\): model.99.weight"):
+    with pytest.raises(
+        ArchitectureMismatchError,
+        match=r"1 missing key\(s\): model.26.bias.*1 unexpected key\(s\): model.99.weight",
+    ):
         load_original_checkpoint(tmp_path, preset="axons")
 
 

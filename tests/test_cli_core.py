@@ -6,10 +6,11 @@ import subprocess
 import sys
 
 import torch
-from conftest import tiny_model
 
 from napari_tagan.cli import main
 from napari_tagan.core import read_bundle
+
+from conftest import tiny_model
 
 
 def test_convert_and_info(tmp_path, capsys):

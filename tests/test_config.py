@@ -9,9 +9,19 @@ from napari_tagan.core.config import PRESET_NAMES, PRESETS, ModelConfig, preset_
 
 
 def test_every_preset_identifier_exists():
-    assert set(PRESET_NAMES) == set(PRESETS) == {
-        "axons", "dendrites", "synprot", "saureus", "nanodomains", "live", "generic",
-    }
+    assert (
+        set(PRESET_NAMES)
+        == set(PRESETS)
+        == {
+            "axons",
+            "dendrites",
+            "synprot",
+            "saureus",
+            "nanodomains",
+            "live",
+            "generic",
+        }
+    )
     for name, cfg in PRESETS.items():
         assert cfg.preset == name
 
@@ -29,7 +39,12 @@ def test_every_preset_identifier_exists():
 )
 def test_original_defaults(name, batch, crop, niter, decay, lam_seg, classes, norm_kind):
     cfg = preset_config(name)
-    assert (cfg.batch_size, cfg.crop_size, cfg.niter, cfg.niter_decay) == (batch, crop, niter, decay)
+    assert (cfg.batch_size, cfg.crop_size, cfg.niter, cfg.niter_decay) == (
+        batch,
+        crop,
+        niter,
+        decay,
+    )
     assert cfg.lambda_seg == lam_seg and cfg.lambda_gan == 1
     assert cfg.class_names == classes
     assert cfg.normalization.kind == norm_kind

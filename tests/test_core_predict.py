@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
 
 from napari_tagan.core import InputError, predict
 from napari_tagan.core.normalization import legacy8
+
+from conftest import tiny_model
 
 
 def _manual(model, image):
@@ -112,7 +113,9 @@ def test_tiny_and_odd_images(axons_model):
 
 def test_progress_and_cancel(axons_model, confocal):
     seen = []
-    predict(axons_model, confocal, mode="mc", generations=3, progress=lambda d, t: seen.append((d, t)))
+    predict(
+        axons_model, confocal, mode="mc", generations=3, progress=lambda d, t: seen.append((d, t))
+    )
     assert seen[-1] == (3, 3)
     with pytest.raises(InterruptedError):
         predict(axons_model, confocal, should_stop=lambda: True)

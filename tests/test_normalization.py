@@ -122,8 +122,12 @@ def test_stats_on_dask_and_subsampled_large_images():
     lazy = compute_stats(da.from_array(img, chunks=(1, 1000, 1000)), spec)
     assert approx == lazy
     np.testing.assert_allclose([approx.lo[0], approx.hi[0]], exact, atol=0.02)
-    mm = compute_stats(da.from_array(img, chunks=(1, 1000, 1000)), NormalizationSpec(kind="minmax"))
-    assert mm.lo[0] == pytest.approx(float(img.min())) and mm.hi[0] == pytest.approx(float(img.max()))
+    mm = compute_stats(
+        da.from_array(img, chunks=(1, 1000, 1000)), NormalizationSpec(kind="minmax")
+    )
+    assert mm.lo[0] == pytest.approx(float(img.min())) and mm.hi[0] == pytest.approx(
+        float(img.max())
+    )
 
 
 def test_masks_to_target_and_probabilities():

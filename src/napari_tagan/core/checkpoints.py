@@ -494,9 +494,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, metadata
 
 
-def read_bundle(
-    path: str | os.PathLike[str], *, with_discriminator: bool = True
-) -> Bundle:
+def read_bundle(path: str | os.PathLike[str], *, with_discriminator: bool = True) -> Bundle:
     """Read a ``.tagan`` bundle written by :func:`save_bundle`.
 
     Raises
@@ -540,9 +538,7 @@ def read_bundle(
     model.provenance = provenance
     model.source = str(path)
     for role, net in model.networks().items():
-        state = {
-            k[len(role) + 1 :]: v for k, v in tensors.items() if k.startswith(role + ".")
-        }
+        state = {k[len(role) + 1 :]: v for k, v in tensors.items() if k.startswith(role + ".")}
         if not state:
             raise ModelLoadError(f"{path.name} holds no weights for the {role}")
         _check_fits(net, state, f"{path.name} ({_ROLE_LETTER[role]})", [])

@@ -15,9 +15,7 @@ from .networks import DiscriminatorName, GeneratorName, InitName, NormName, Segm
 
 CONFIG_SCHEMA_VERSION = 1
 
-PresetName = Literal[
-    "axons", "dendrites", "synprot", "saureus", "nanodomains", "live", "generic"
-]
+PresetName = Literal["axons", "dendrites", "synprot", "saureus", "nanodomains", "live", "generic"]
 PRESET_NAMES: tuple[str, ...] = (
     "axons",
     "dendrites",
@@ -134,10 +132,9 @@ class ModelConfig(BaseModel):
             )
         expected_input = self.image_channels + (2 if self.sted_regions_input else 0)
         if self.input_nc != expected_input:
+            why = " + 2 for the STED regions and decision map" if self.sted_regions_input else ""
             raise ValueError(
-                f"input_nc must be {expected_input} (image_channels"
-                f"{' + 2 for the STED regions and decision map' if self.sted_regions_input else ''}"
-                f"), got {self.input_nc}"
+                f"input_nc must be {expected_input} (image_channels{why}), got {self.input_nc}"
             )
         if self.segmenter is not None and not self.class_names:
             raise ValueError("a model with a segmenter needs at least one class name")

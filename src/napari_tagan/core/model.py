@@ -145,4 +145,3 @@ class TAGANModel:
             "source": self.source,
             "iterations": self.provenance.iterations,
         }
-

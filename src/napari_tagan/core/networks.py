@@ -56,9 +56,7 @@ class ResnetBlock(nn.Module):
     (``conv_block.5``).
     """
 
-    def __init__(
-        self, dim: int, norm: NormName, *, dropout: float | None, bias: bool
-    ) -> None:
+    def __init__(self, dim: int, norm: NormName, *, dropout: float | None, bias: bool) -> None:
         super().__init__()
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(1),
@@ -172,9 +170,7 @@ class UnetSkipBlock(nn.Module):
             layers = [downrelu, downconv, uprelu, upconv, _norm(norm, outer_nc)]
         else:
             assert submodule is not None
-            upconv = nn.ConvTranspose2d(
-                inner_nc * 2, outer_nc, 4, stride=2, padding=1, bias=bias
-            )
+            upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, 4, stride=2, padding=1, bias=bias)
             layers = [
                 downrelu,
                 downconv,

@@ -91,7 +91,7 @@ def normalize(
     a, b = spec.out_range
     lo = np.asarray(stats.lo, np.float32)[:, None, None]
     hi = np.asarray(stats.hi, np.float32)[:, None, None]
-    out = (x - lo) * np.float32((b - a)) / (hi - lo) + np.float32(a)
+    out = (x - lo) * np.float32(b - a) / (hi - lo) + np.float32(a)
     return out.astype(np.float32, copy=False), stats
 
 
@@ -103,9 +103,9 @@ def denormalize(y: np.ndarray, spec: NormalizationSpec, stats: NormStats) -> np.
     a, b = spec.out_range
     lo = np.asarray(stats.lo, np.float32)[:, None, None]
     hi = np.asarray(stats.hi, np.float32)[:, None, None]
-    return ((np.asarray(y, np.float32) - np.float32(a)) / np.float32(b - a) * (hi - lo) + lo).astype(
-        np.float32, copy=False
-    )
+    return (
+        (np.asarray(y, np.float32) - np.float32(a)) / np.float32(b - a) * (hi - lo) + lo
+    ).astype(np.float32, copy=False)
 
 
 def masks_to_target(

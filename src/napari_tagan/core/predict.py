@@ -22,7 +22,7 @@ from .device import resolve_device
 from .errors import InputError
 from .model import TAGANModel
 from .networks import ARCH_STRIDE
-from .normalization import NormStats, compute_stats, denormalize, normalize, target_to_probability
+from .normalization import NormStats, denormalize, normalize, target_to_probability
 
 #: ``eval``: running BN statistics, no dropout (deterministic).
 #: ``mc``: eval, but dropout active: N stochastic generations → mean and std.
@@ -50,8 +50,10 @@ class PredictionResult:
 
 
 def as_channels_first(model: TAGANModel, image: Any) -> tuple[Any, bool]:
-    """Check an image against the model's channel count; return (C, Y, X) and whether the
-    input was 2D. Works on numpy and dask arrays without loading them."""
+    """Check an image against the model's channel count; return (C, Y, X) and was-2D.
+
+    Works on numpy and dask arrays without loading them.
+    """
     cfg = model.config
     shape = tuple(image.shape)
     dtype = np.dtype(image.dtype)
