@@ -1,0 +1,416 @@
+"""Drag-and-drop TIFF reader: plain images with their pixel size, TA-GAN layouts as layers.
+
+What a dropped TIFF becomes (the rules a user can rely on):
+
+* **A file written by this plugin** (its description holds a ``napari_tagan`` entry) opens
+  as the layer it was saved from: same type (image or labels), name, scale, translate and
+  metadata.
+* **A TA-GAN training/test file** (channels first, see :data:`LAYOUTS`) opens as separate
+  named layers: ``<stem> confocal`` and ``<stem> STED`` as images, each mask as a Labels
+  layer ``<stem> <class>`` in the annotation convention (1 = background, 2 = the class:
+  a mask file is annotated everywhere). A layout is recognised by its channel count *and*
+  by its mask channels holding only two values, 0 and one "on" value (1, 255, 32768 or
+  65535), while the image channels are not binary. The two-channel live layout (confocal,
+  STED) has no mask to check: a two-plane TIFF without a stated Z/T/C axis opens as
+  confocal and STED.
+* **Anything else** opens as napari would: one image layer (a stack gets a slider), split
+  into one layer per channel when the file states a channel axis (ImageJ/OME) or is a
+  16-bit "RGB" page, and as an RGB layer for 8-bit RGB(A).
+
+Pixel sizes come from, in order: this plugin's own metadata, OME ``PhysicalSize*``,
+ImageJ ``unit`` + resolution tags (+ ``spacing`` for Z), plain TIFF resolution tags in
+inch or centimetre. They become the layers' ``scale`` in micrometres; without any, the
+scale is 1 (pixels).
+
+Non-TIFF, missing or unreadable files make :func:`napari_get_reader` return None quickly
+(without importing torch), so napari can offer the file to another reader.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LayerData = tuple[Any, dict[str, Any], str]
+ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+#: Files larger than this open as lazy dask arrays (read plane by plane on demand).
+LAZY_BYTES = 1 << 30
+#: Values a TA-GAN mask channel uses for "on".
+MASK_ON_VALUES = (1, 255, 32768, 65535)
+#: Micrometres per unit, for the units found in OME, ImageJ and TIFF resolution tags.
+UNIT_TO_UM = {
+    "m": 1e6,
+    "cm": 1e4,
+    "mm": 1e3,
+    "µm": 1.0,
+    "μm": 1.0,
+    "um": 1.0,
+    "micron": 1.0,
+    "microns": 1.0,
+    "micrometer": 1.0,
+    "micrometre": 1.0,
+    "millimeter": 1e3,
+    "centimeter": 1e4,
+    "meter": 1e6,
+    "nm": 1e-3,
+    "nanometer": 1e-3,
+    "nanometre": 1e-3,
+    "pm": 1e-6,
+    "å": 1e-4,
+    "inch": 25400.0,
+    "in": 25400.0,
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A channels-first TA-GAN file layout: what each channel holds."""
+
+    name: str
+    #: Per channel: ``("image", label)`` or ``("mask", class name)``.
+    channels: tuple[tuple[str, str], ...]
+
+    @property
+    def mask_indices(self) -> tuple[int, ...]:
+        return tuple(i for i, (kind, _) in enumerate(self.channels) if kind == "mask")
+
+    @property
+    def image_indices(self) -> tuple[int, ...]:
+        return tuple(i for i, (kind, _) in enumerate(self.channels) if kind == "image")
+
+
+_CONF, _STED = ("image", "confocal"), ("image", "STED")
+#: The original TA-GAN layouts, by channel count (nanodomains: 3 channels of uint8).
+LAYOUTS: dict[str, Layout] = {
+    "axons": Layout("axons", (_CONF, _STED, ("mask", "rings"))),
+    "nanodomains": Layout("nanodomains", (_CONF, _STED, ("mask", "nanodomains"))),
+    "dendrites": Layout("dendrites", (_CONF, _STED, ("mask", "rings"), ("mask", "fibers"))),
+    "synprot": Layout(
+        "synprot",
+        (
+            ("image", "confocal 561"),
+            ("image", "STED 561"),
+            ("mask", "spots 561"),
+            ("image", "confocal 640"),
+            ("image", "STED 640"),
+            ("mask", "spots 640"),
+        ),
+    ),
+    "live": Layout("live", (_CONF, _STED)),
+}
+
+
+def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
+    """Return :func:`read_tiff` if every path is a readable TIFF, else None."""
+    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    if not paths or not all(_looks_like_tiff(p) for p in paths):
+        return None
+    return read_tiff
+
+
+def _looks_like_tiff(path: str | os.PathLike[str]) -> bool:
+    p = Path(path)
+    if p.suffix.lower() not in TIFF_SUFFIXES:
+        return False
+    try:
+        with open(p, "rb") as fh:
+            return fh.read(4) in TIFF_MAGIC
+    except OSError:
+        return False
+
+
+def read_tiff(path: str | Sequence[str]) -> list[LayerData]:
+    """Read one or several TIFF files into napari layer data (see the module docstring)."""
+    paths = [path] if isinstance(path, str | os.PathLike) else list(path)
+    layers: list[LayerData] = []
+    for p in paths:
+        layers.extend(read_one(p))
+    return layers
+
+
+def read_one(path: str | os.PathLike[str]) -> list[LayerData]:
+    """Layers of one TIFF file."""
+    import tifffile
+
+    p = Path(path)
+    with tifffile.TiffFile(p) as tif:
+        series = tif.series[0]
+        axes = series.axes
+        page = tif.pages[0]
+        own = _own_metadata(tif)
+        pixel = _pixel_size(tif, axes)
+        lazy = series.size * series.dtype.itemsize > LAZY_BYTES
+        if lazy:
+            import dask.array as da
+            import zarr
+
+            data = da.from_zarr(zarr.open(series.aszarr(), mode="r"))
+        else:
+            data = series.asarray()
+        photometric = int(getattr(page, "photometric", 1))
+
+    if own is not None:
+        return [_own_layer(p, data, own)]
+    layout = None if lazy else detect_layout(data, axes)
+    if layout is not None:
+        return layout_layers(p.stem, data, layout, pixel, source=str(p))
+    return plain_layers(p.stem, data, axes, pixel, photometric)
+
+
+# --- TA-GAN layouts -----------------------------------------------------------------------
+
+
+def _is_binary(channel: np.ndarray) -> bool:
+    values = np.unique(channel)
+    if values.size > 2 or values[0] != 0:
+        return values.size == 1 and values[0] in MASK_ON_VALUES
+    return values.size == 1 or values[1] in MASK_ON_VALUES
+
+
+def detect_layout(data: Any, axes: str) -> Layout | None:
+    """The TA-GAN layout of a (C, Y, X) array, or None when it is not one.
+
+    The first axis must not be a stated Z or T axis; mask channels must be binary and image
+    channels not (see the module docstring).
+    """
+    if not isinstance(data, np.ndarray) or data.ndim != 3 or axes[:1] in ("Z", "T"):
+        return None
+    if not np.issubdtype(data.dtype, np.integer) or min(data.shape[1:]) < 8:
+        return None
+    n = data.shape[0]
+    if n == 2:
+        return LAYOUTS["live"] if axes[:1] != "C" else None
+    if n == 3:
+        candidates = [LAYOUTS["nanodomains" if data.dtype == np.uint8 else "axons"]]
+    elif n == 4:
+        candidates = [LAYOUTS["dendrites"]]
+    elif n == 6:
+        candidates = [LAYOUTS["synprot"]]
+    else:
+        return None
+    for layout in candidates:
+        masks_ok = all(_is_binary(data[i]) for i in layout.mask_indices)
+        images_ok = not any(_is_binary(data[i]) for i in layout.image_indices)
+        if masks_ok and images_ok:
+            return layout
+    return None
+
+
+def layout_layers(
+    stem: str,
+    data: np.ndarray,
+    layout: Layout,
+    pixel: tuple[float, ...] | None,
+    *,
+    source: str = "",
+) -> list[LayerData]:
+    """One layer per channel of a TA-GAN file: images, then masks as annotation Labels."""
+    from ._widgets._labels import annotation_layer_kwargs, mask_to_annotation
+
+    scale = tuple(pixel[-2:]) if pixel else (1.0, 1.0)
+    meta = {"tagan": {"layout": layout.name, "source": source}}
+    layers: list[LayerData] = []
+    for i, (kind, label) in enumerate(layout.channels):
+        if kind == "image":
+            layers.append(
+                (
+                    data[i],
+                    {
+                        "name": f"{stem} {label}",
+                        "scale": scale,
+                        **_units(pixel),
+                        "metadata": {"tagan": {**meta["tagan"], "channel": label}},
+                        "colormap": "gray",
+                        "blending": "additive" if "STED" in label else "translucent",
+                    },
+                    "image",
+                )
+            )
+    for i in layout.mask_indices:
+        cls = layout.channels[i][1]
+        kwargs = annotation_layer_kwargs(cls)
+        kwargs.update(name=f"{stem} {cls}", scale=scale, **_units(pixel))
+        kwargs["metadata"]["tagan"].update(meta["tagan"])
+        layers.append((mask_to_annotation(data[i]), kwargs, "labels"))
+    return layers
+
+
+# --- plain files ---------------------------------------------------------------------------
+
+
+def plain_layers(
+    stem: str,
+    data: Any,
+    axes: str,
+    pixel: tuple[float, ...] | None,
+    photometric: int,
+) -> list[LayerData]:
+    """What napari's own reader would make, with the pixel size as ``scale``."""
+    meta: dict[str, Any] = {"name": stem, **_units(pixel)}
+    # 8-bit RGB(A) with samples last: a colour picture.
+    if axes.endswith("S") and data.shape[-1] in (3, 4) and data.dtype == np.uint8:
+        meta["rgb"] = True
+        spatial = data.ndim - 1
+        meta["scale"] = _scale_for(spatial, pixel)
+        return [(data, meta, "image")]
+    channel_axis = None
+    if "C" in axes and data.shape[axes.index("C")] > 1:
+        channel_axis = axes.index("C")
+    elif axes.startswith("S") and photometric == 2 and data.ndim == 3:
+        channel_axis = 0  # 16-bit planar "RGB": scientific channels written as samples
+    elif axes.endswith("S") and data.shape[-1] > 1:
+        data = np.moveaxis(data, -1, 0)
+        channel_axis = 0
+    if channel_axis is not None:
+        n = data.shape[channel_axis]
+        meta["channel_axis"] = channel_axis
+        meta["name"] = [f"{stem} ch{i}" for i in range(n)]
+        meta["scale"] = _scale_for(data.ndim - 1, pixel)
+    else:
+        meta["scale"] = _scale_for(data.ndim, pixel)
+    return [(data, meta, "image")]
+
+
+def _units(pixel: tuple[float, ...] | None) -> dict[str, str]:
+    """``units`` keyword for a layer whose scale is in µm (nothing when it is in pixels)."""
+    return {"units": "µm"} if pixel else {}
+
+
+def _scale_for(ndim: int, pixel: tuple[float, ...] | None) -> tuple[float, ...]:
+    """Scale of an ``ndim`` layer: the pixel size on the last axes, 1 elsewhere."""
+    if not pixel:
+        return (1.0,) * ndim
+    pixel = tuple(pixel[-ndim:])
+    return (1.0,) * (ndim - len(pixel)) + pixel
+
+
+# --- files written by this plugin ----------------------------------------------------------
+
+
+def _own_metadata(tif: Any) -> dict[str, Any] | None:
+    try:
+        shaped = tif.shaped_metadata
+    except Exception:  # a malformed description is just "not ours"
+        return None
+    if shaped and isinstance(shaped[0], dict):
+        own = shaped[0].get("napari_tagan")
+        if isinstance(own, dict) and own.get("layer_type") in ("image", "labels"):
+            return own
+    return None
+
+
+def _own_layer(path: Path, data: Any, own: dict[str, Any]) -> LayerData:
+    kwargs: dict[str, Any] = {"name": own.get("name") or path.stem}
+    ndim = data.ndim - (1 if own.get("rgb") else 0)
+    for key in ("scale", "translate"):
+        value = own.get(key)
+        if isinstance(value, list) and len(value) == ndim:
+            kwargs[key] = tuple(float(v) for v in value)
+    if own.get("unit") == "µm" and "scale" in kwargs:
+        kwargs["units"] = "µm"
+    if isinstance(own.get("metadata"), dict):
+        kwargs["metadata"] = own["metadata"]
+    layer_type = own["layer_type"]
+    if layer_type == "labels":
+        classes = own.get("classes")
+        if isinstance(classes, list) and classes:
+            from ._widgets._labels import annotation_layer_kwargs
+
+            style = annotation_layer_kwargs(*[str(c) for c in classes])
+            kwargs["colormap"] = style["colormap"]
+            kwargs["features"] = style["features"]
+            kwargs.setdefault("metadata", {}).setdefault("tagan", {}).update(
+                style["metadata"]["tagan"]
+            )
+    else:
+        if own.get("rgb"):
+            kwargs["rgb"] = True
+        for key in ("colormap", "contrast_limits", "blending"):
+            if own.get(key) is not None:
+                kwargs[key] = own[key]
+    return data, kwargs, layer_type
+
+
+# --- pixel sizes ---------------------------------------------------------------------------
+
+
+def _unit_um(unit: Any) -> float | None:
+    if unit is None:
+        return 1.0
+    key = str(unit).strip().lower().replace("\\u00b5", "µ")
+    return UNIT_TO_UM.get(key)
+
+
+def _pixel_size(tif: Any, axes: str) -> tuple[float, ...] | None:
+    """(Z, Y, X) or (Y, X) pixel size in µm, or None when the file does not state one."""
+    try:
+        if tif.is_ome and tif.ome_metadata:
+            size = _ome_pixel_size(tif.ome_metadata, axes)
+            if size:
+                return size
+        page = tif.pages[0]
+        res = _resolution_um(page)
+        if tif.is_imagej:
+            ij = tif.imagej_metadata or {}
+            factor = _unit_um(ij.get("unit") or "pixel")
+            if res is None or factor is None:
+                return None
+            yx = (res[0] * factor, res[1] * factor)
+            spacing = ij.get("spacing")
+            if "Z" in axes and spacing:
+                return (float(spacing) * factor, *yx)
+            return yx
+        unit = page.tags.get("ResolutionUnit")
+        unit_value = int(unit.value) if unit is not None else 2
+        factor = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}.get(unit_value)
+        if res is None or factor is None:
+            return None
+        return (res[0] * factor, res[1] * factor)
+    except Exception:  # metadata is a convenience: a broken tag must not block opening
+        return None
+
+
+def _resolution_um(page: Any) -> tuple[float, float] | None:
+    """Pixel size in "resolution units" from X/YResolution (pixels per unit)."""
+    xr, yr = page.tags.get("XResolution"), page.tags.get("YResolution")
+    if xr is None or yr is None:
+        return None
+    try:
+        x = xr.value[0] / xr.value[1]
+        y = yr.value[0] / yr.value[1]
+    except (TypeError, ZeroDivisionError, IndexError):
+        return None
+    if x <= 0 or y <= 0 or (x == 1 and y == 1):
+        return None  # tifffile writes 1/1 when no resolution was given
+    return (1.0 / y, 1.0 / x)
+
+
+def _ome_pixel_size(xml: str, axes: str) -> tuple[float, ...] | None:
+    root = ET.fromstring(xml)
+    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels")), None)
+    if pixels is None:
+        return None
+
+    def size(axis: str) -> float | None:
+        value = pixels.get(f"PhysicalSize{axis}")
+        if value is None:
+            return None
+        factor = _unit_um(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
+        return None if factor is None else float(value) * factor
+
+    x, y = size("X"), size("Y")
+    if x is None or y is None:
+        return None
+    z = size("Z")
+    if "Z" in axes and z:
+        return (z, y, x)
+    return (y, x)
