@@ -404,35 +404,56 @@ def dataset_from_folder(
     folder = _resolve_split(Path(path), split)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder of training images")
-    h = hashlib.sha256()
-    samples: list[TrainingSample] = []
     if (folder / "BF").is_dir() and (folder / "SIM").is_dir():
-        for file in _list_tiffs(folder / "BF"):
-            sim = folder / "SIM" / file.name
-            if not sim.is_file():
-                raise InputError(f"{file.name} is in BF/ but not in SIM/ ({folder})")
-            conf = _channels_first(_read_tiff(file), config.image_channels, file.name)
-            sted = _channels_first(_read_tiff(sim), config.output_nc, sim.name)
-            mask_file = folder / "masks" / file.name
-            masks = _read_tiff(mask_file) if mask_file.is_file() and config.n_classes else None
-            _hash_arrays(h, conf, sted, masks)
-            targets = weights = None
-            if masks is not None:
-                masks = masks[None] if masks.ndim == 2 else masks
-                targets, weights = _file_masks(masks, config)
-            samples.append(_make_sample(config, conf, sted, targets, weights, file.name))
-    else:
-        for file in _list_tiffs(folder):
-            conf, sted, masks = split_channels(_read_tiff(file), config, file.name)
-            _hash_arrays(h, conf, sted, masks)
-            targets = weights = None
-            if masks is not None:
-                targets, weights = _file_masks(masks, config)
-            samples.append(_make_sample(config, conf, sted, targets, weights, file.name))
-    if not samples:
+        return _saureus_folder(folder, config)
+    files = _list_tiffs(folder)
+    if not files:
         raise InputError(
             f"no TIFF samples in {folder} (expected *.tif files, or BF/ SIM/ masks/ folders)"
         )
+    return dataset_from_files(files, config)
+
+
+def dataset_from_files(
+    files: Sequence[str | os.PathLike[str]], config: ModelConfig
+) -> TrainingDataset:
+    """Load multi-page TIFF samples (one file per sample, see :func:`split_channels`)."""
+    h = hashlib.sha256()
+    samples: list[TrainingSample] = []
+    for file in map(Path, files):
+        if not file.is_file():
+            raise InputError(f"training file not found: {file}")
+        conf, sted, masks = split_channels(_read_tiff(file), config, file.name)
+        _hash_arrays(h, conf, sted, masks)
+        targets = weights = None
+        if masks is not None:
+            targets, weights = _file_masks(masks, config)
+        samples.append(_make_sample(config, conf, sted, targets, weights, file.name))
+    if not samples:
+        raise InputError("no training files given")
+    source = str(Path(files[0]).parent)
+    return TrainingDataset(config, samples, h.hexdigest(), source=source)
+
+
+def _saureus_folder(folder: Path, config: ModelConfig) -> TrainingDataset:
+    h = hashlib.sha256()
+    samples: list[TrainingSample] = []
+    for file in _list_tiffs(folder / "BF"):
+        sim = folder / "SIM" / file.name
+        if not sim.is_file():
+            raise InputError(f"{file.name} is in BF/ but not in SIM/ ({folder})")
+        conf = _channels_first(_read_tiff(file), config.image_channels, file.name)
+        sted = _channels_first(_read_tiff(sim), config.output_nc, sim.name)
+        mask_file = folder / "masks" / file.name
+        masks = _read_tiff(mask_file) if mask_file.is_file() and config.n_classes else None
+        _hash_arrays(h, conf, sted, masks)
+        targets = weights = None
+        if masks is not None:
+            masks = masks[None] if masks.ndim == 2 else masks
+            targets, weights = _file_masks(masks, config)
+        samples.append(_make_sample(config, conf, sted, targets, weights, file.name))
+    if not samples:
+        raise InputError(f"no TIFF samples in {folder / 'BF'}")
     return TrainingDataset(config, samples, h.hexdigest(), source=str(folder))
 
 

@@ -1,0 +1,210 @@
+"""``napari-tagan train``: train or fine-tune a TA-GAN model on a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
+    p = sub.add_parser(
+        "train",
+        help="train (or fine-tune, or resume) a TA-GAN model",
+        description=(
+            "Train G, D and S on paired confocal/STED data in the original TA-GAN layouts "
+            "(a root with train/ and valid/, a split folder, or TIFF files). The output "
+            "folder receives latest.tagan, best.tagan, periodic iter_NNNNNN.tagan bundles, "
+            "losses.csv and metrics.csv. Ctrl-C stops after the current iteration and saves "
+            "latest.tagan; --resume continues from it. Under torchrun the run is "
+            "data-parallel (DDP)."
+        ),
+    )
+    p.add_argument(
+        "--data", required=True, nargs="+", help="dataset root, split folder or TIFF files"
+    )
+    p.add_argument("--valid", help="validation folder (default: DATA/valid when it exists)")
+    p.add_argument("--preset", help="preset of a new model (default: the --from model's)")
+    p.add_argument(
+        "--from", dest="from_model", help="fine-tune from a .tagan bundle or checkpoint folder"
+    )
+    p.add_argument("--epoch", help="epoch of an original checkpoint folder (--from)")
+    p.add_argument("--segmenter", help="pretrained S to load (frozen for the live preset)")
+    p.add_argument("--output", required=True, help="folder for bundles and CSV logs")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--iterations", type=int, help="number of iterations in total")
+    length.add_argument("--epochs", type=int, help="number of epochs in total")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--crop", type=int, help="crop side in pixels (0: whole images)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--seed", type=int, default=None, help="seed (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output")
+    p.add_argument("--validate-every", type=int, help="iterations between validations")
+    p.add_argument("--checkpoint-every", type=int, help="iterations between bundles")
+    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set ngf=16 --set lambda_seg=5",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings → dict; values are JSON when they parse, else strings."""
+    from napari_tagan.core.config import ModelConfig
+    from napari_tagan.core.errors import InputError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
+        if key not in ModelConfig.model_fields:
+            raise InputError(
+                f"--set {key}: no such config field; fields: "
+                + ", ".join(sorted(ModelConfig.model_fields))
+            )
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key] = value
+    return out
+
+
+def _datasets(args: argparse.Namespace, config: Any) -> tuple[Any, Any]:
+    from napari_tagan.core.errors import InputError
+    from napari_tagan.core.training import dataset_from_folder
+    from napari_tagan.core.training.data import dataset_from_files
+
+    paths = [Path(p) for p in args.data]
+    if len(paths) == 1 and paths[0].is_dir():
+        train = dataset_from_folder(paths[0], config, split="train")
+        default_valid = paths[0] / "valid"
+    else:
+        train = dataset_from_files(paths, config)
+        default_valid = None
+    if args.valid:
+        valid = dataset_from_folder(args.valid, config, split="valid")
+    elif default_valid is not None and default_valid.is_dir():
+        valid = dataset_from_folder(default_valid, config, split="valid")
+    else:
+        valid = None
+        if not Path(args.data[0]).exists():
+            raise InputError(f"dataset not found: {args.data[0]}")
+    return train, valid
+
+
+def run(args: argparse.Namespace) -> int:  # noqa: D103
+    import torch
+    from tqdm import tqdm
+
+    from napari_tagan.core import TAGANModel, preset_config, read_bundle
+    from napari_tagan.core.errors import InputError
+    from napari_tagan.core.training import (
+        LATEST,
+        Trainer,
+        TrainerCallbacks,
+        load_pretrained_segmenter,
+        model_for_fine_tuning,
+    )
+    from napari_tagan.core.training.distributed import launched_distributed
+
+    overrides = parse_overrides(args.overrides)
+    output = Path(args.output)
+    if args.resume:
+        if args.from_model or args.preset or overrides:
+            raise InputError("--resume continues a run as it was: drop --from/--preset/--set")
+        if not (output / LATEST).is_file():
+            raise InputError(f"nothing to resume in {output} (no {LATEST})")
+        config = read_bundle(output / LATEST).model.config
+        model = None
+    elif args.from_model:
+        model = model_for_fine_tuning(
+            args.from_model, preset=args.preset, epoch=args.epoch, overrides=overrides
+        )
+        config = model.config
+    else:
+        if not args.preset:
+            raise InputError("give --preset for a new model (or --from to fine-tune)")
+        try:
+            config = preset_config(args.preset, **overrides)
+        except ValueError as exc:
+            raise InputError(
+                str(exc).splitlines()[0] if "\n" not in str(exc) else str(exc)
+            ) from exc
+        torch.manual_seed(0 if args.seed is None else args.seed)
+        model = TAGANModel.from_config(config, with_discriminator=True)
+    if model is not None and args.segmenter:
+        load_pretrained_segmenter(model, args.segmenter)
+
+    train, valid = _datasets(args, config)
+    main = not launched_distributed() or int(__import__("os").environ.get("RANK", "0")) == 0
+    bar = tqdm(total=0, unit="it", disable=args.no_progress or not main, dynamic_ncols=True)
+    shown: dict[str, str] = {}
+
+    def on_iteration(i: int, total: int, losses: dict[str, float], lr: float) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = i
+        shown.update({k: f"{v:.3g}" for k, v in losses.items() if k in ("D", "G", "S")})
+        bar.set_postfix(shown, refresh=False)
+        bar.update(0)
+
+    def on_validation(i: int, metrics: dict[str, float]) -> None:
+        shown.update({k: f"{v:.3g}" for k, v in metrics.items() if k in ("psnr", "ssim", "dice")})
+        bar.set_postfix(shown, refresh=True)
+
+    callbacks = TrainerCallbacks(on_iteration=on_iteration, on_validation=on_validation)
+    kwargs: dict[str, Any] = {
+        "iterations": args.iterations,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "crop_size": args.crop,
+        "device": args.device,
+        "validate_every": args.validate_every,
+        "checkpoint_every": args.checkpoint_every,
+        "callbacks": callbacks,
+        "amp": args.amp,
+    }
+    if args.resume:
+        kwargs["seed"] = args.seed
+        trainer = Trainer.resume(output, train, valid, **kwargs)
+    else:
+        assert model is not None
+        trainer = Trainer(model, train, valid, output_dir=output, seed=args.seed or 0, **kwargs)
+    bar.total = trainer.total
+    bar.n = trainer.iteration
+
+    def stop(signum: int, frame: Any) -> None:
+        if trainer._stop.is_set():
+            raise KeyboardInterrupt
+        trainer.request_stop()
+        if main:
+            bar.write("stopping after this iteration (Ctrl-C again to abort)…")
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        summary = trainer.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    if main:
+        state = "stopped" if summary.stopped_early else "finished"
+        last = summary.metrics[-1] if summary.metrics else {}
+        scores = ", ".join(f"{k} {last[k]:.4g}" for k in ("psnr", "ssim", "dice") if k in last)
+        print(
+            f"{state} at iteration {summary.iterations}/{trainer.total}"
+            + (f" ({scores})" if scores else "")
+            + f"; latest: {summary.latest}"
+            + (f"; best: {summary.best}" if summary.best else "")
+        )
+    return 0
