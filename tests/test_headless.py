@@ -41,7 +41,7 @@ def test_plugin_entry_modules_do_not_import_torch():
         """
         import sys, importlib
         for name in ("napari_tagan", "napari_tagan._sample_data", "napari_tagan._reader",
-                     "napari_tagan._writer"):
+                     "napari_tagan._writer", "napari_tagan.core", "napari_tagan.core.simulate"):
             try:
                 importlib.import_module(name)
             except ModuleNotFoundError as exc:
@@ -49,6 +49,16 @@ def test_plugin_entry_modules_do_not_import_torch():
                     raise
         print("torch" in sys.modules)
         """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_opening_a_sample_does_not_import_torch():
+    code = (
+        "import sys; from napari_tagan._sample_data import axons_sample; axons_sample(); "
+        "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
