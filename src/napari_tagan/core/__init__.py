@@ -39,6 +39,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "PRESETS",
+    "PRESET_NAMES",
     "ArchitectureMismatchError",
     "Bundle",
     "InputError",
@@ -46,8 +48,6 @@ __all__ = [
     "ModelLoadError",
     "NormStats",
     "NormalizationSpec",
-    "PRESETS",
-    "PRESET_NAMES",
     "PredictionResult",
     "Provenance",
     "TAGANModel",
