@@ -1,0 +1,249 @@
+"""Helpers shared by the widgets: layer choices, result layers, notifications, settings.
+
+Imports Qt and napari (widgets only run inside a viewer) but not torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import QObject, Signal
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+log = logging.getLogger("napari_tagan")
+
+CONFIG_DIR_ENV = "NAPARI_TAGAN_CONFIG_DIR"
+MAX_RECENT = 8
+
+
+# --- notifications ---------------------------------------------------------------------
+
+
+def report_error(exc: BaseException, what: str) -> None:
+    """Show a worker's exception as one napari notification (never a traceback dialog).
+
+    Our own errors (:class:`~napari_tagan.core.errors.TaganError`) carry messages meant
+    for users and are shown as they are; cancellation is an info, not an error; anything
+    else is shown with its type and logged with its traceback.
+    """
+    from napari.utils.notifications import show_error, show_info
+
+    from napari_tagan.core.errors import TaganError
+
+    if isinstance(exc, InterruptedError):
+        show_info(f"{what} cancelled")
+    elif isinstance(exc, TaganError):
+        show_error(f"{what}: {exc}")
+    else:
+        log.error("%s failed", what, exc_info=(type(exc), exc, exc.__traceback__))
+        show_error(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+def start_worker(
+    job: Callable[[], Any],
+    *,
+    on_result: Callable[[Any], None],
+    on_finished: Callable[[], None],
+    what: str,
+) -> Any:
+    """Run ``job`` in a napari worker thread; its result or error comes back on the main thread.
+
+    The job's exceptions are caught inside the thread and reported once by
+    :func:`report_error` (napari would otherwise show them a second time, with a
+    traceback). ``on_finished`` runs in every case.
+    """
+    from napari.qt.threading import create_worker
+
+    def guarded() -> tuple[bool, Any]:
+        try:
+            return True, job()
+        except Exception as exc:  # reported on the main thread, below
+            return False, exc
+
+    def returned(outcome: tuple[bool, Any]) -> None:
+        ok, value = outcome
+        if ok:
+            on_result(value)
+        else:
+            report_error(value, what)
+
+    worker = create_worker(guarded, _start_thread=False, _ignore_errors=True)
+    worker.returned.connect(returned)
+    worker.finished.connect(lambda *_: on_finished())
+    worker.start()
+    return worker
+
+
+class Relay(QObject):
+    """Carries messages from a worker thread to the main thread (queued Qt signal)."""
+
+    message = Signal(object)
+
+
+# --- layer choices -----------------------------------------------------------------------
+
+
+def layers_of_type(viewer: napari.Viewer, kind: str) -> list[Layer]:
+    """Layers of ``kind`` ("image" or "labels") in the viewer, top first."""
+    from napari.layers import Image, Labels
+
+    cls = {"image": Image, "labels": Labels}[kind]
+    return [layer for layer in reversed(viewer.layers) if isinstance(layer, cls)]
+
+
+def keep_choices_fresh(viewer: napari.Viewer, container: Any) -> None:
+    """Refresh ``container``'s layer dropdowns whenever layers come, go or are renamed."""
+    ref = weakref.ref(container)
+
+    def refresh(*_: Any) -> None:
+        widget = ref()
+        if widget is not None:
+            try:
+                widget.reset_choices()
+            except RuntimeError:  # the Qt side is already gone
+                pass
+
+    viewer.layers.events.inserted.connect(refresh)
+    viewer.layers.events.removed.connect(refresh)
+    viewer.layers.events.reordered.connect(refresh)
+    viewer.layers.events.inserted.connect(lambda event: event.value.events.name.connect(refresh))
+    for layer in viewer.layers:
+        layer.events.name.connect(refresh)
+
+
+# --- result layers -----------------------------------------------------------------------
+
+
+def put_layer(viewer: napari.Viewer, data: Any, kwargs: dict[str, Any], layer_type: str) -> Layer:
+    """Add a result layer, or replace the data of the one with the same name and type.
+
+    Re-running a widget updates its result layers instead of piling up copies; the user's
+    display settings (opacity, visibility, position in the list) stay as they were.
+    """
+    name = kwargs["name"]
+    existing = viewer.layers[name] if name in viewer.layers else None
+    if existing is not None and type(existing).__name__.lower() == layer_type:
+        if existing.ndim == np.ndim(data):
+            existing.data = data
+            existing.scale = kwargs.get("scale", existing.scale)
+            existing.translate = kwargs.get("translate", existing.translate)
+            existing.metadata = kwargs.get("metadata", {})
+            if layer_type == "image":
+                if "contrast_limits" in kwargs:
+                    existing.contrast_limits = kwargs["contrast_limits"]
+                else:
+                    existing.reset_contrast_limits()
+            elif "colormap" in kwargs:
+                existing.colormap = kwargs["colormap"]
+                existing.features = kwargs.get("features", existing.features)
+            return existing
+    if existing is not None:
+        viewer.layers.remove(existing)
+    from napari.layers import Layer
+
+    return viewer.add_layer(Layer.create(data, kwargs, layer_type))
+
+
+def spatial_kwargs(layer: Layer, drop_axes: Iterable[int] = ()) -> dict[str, Any]:
+    """``scale``, ``translate`` and ``units`` of ``layer`` without the axes in ``drop_axes``."""
+    drop = {a % layer.ndim for a in drop_axes}
+    keep = [i for i in range(layer.ndim) if i not in drop]
+    out: dict[str, Any] = {
+        "scale": tuple(float(layer.scale[i]) for i in keep),
+        "translate": tuple(float(layer.translate[i]) for i in keep),
+    }
+    units = getattr(layer, "units", None)
+    if units is not None:
+        out["units"] = tuple(str(units[i]) for i in keep)
+    return out
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def settings_dir() -> Path:
+    """Folder of the plugin's small settings files (``$NAPARI_TAGAN_CONFIG_DIR`` wins)."""
+    env = os.environ.get(CONFIG_DIR_ENV)
+    if env:
+        return Path(env)
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("napari-tagan", appauthor=False))
+
+
+class RecentModels:
+    """Recently used models (path, epoch, preset), newest first, kept in a JSON file."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or settings_dir() / "recent_models.json"
+
+    def load(self) -> list[dict[str, Any]]:
+        try:
+            entries = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return []
+        if not isinstance(entries, list):
+            return []
+        return [e for e in entries if isinstance(e, dict) and isinstance(e.get("path"), str)]
+
+    def add(self, path: str, epoch: str | None = None, preset: str | None = None) -> None:
+        entry = {"path": str(path), "epoch": epoch, "preset": preset}
+        entries = [e for e in self.load() if e != entry]
+        entries.insert(0, entry)
+        try:
+            from napari_tagan.core.io import atomic_write_bytes
+
+            atomic_write_bytes(self.path, json.dumps(entries[:MAX_RECENT], indent=1).encode())
+        except OSError as exc:  # remembering is a convenience, not worth an error
+            log.warning("could not save recent models to %s: %s", self.path, exc)
+
+    @staticmethod
+    def label(entry: dict[str, Any]) -> str:
+        extra = [f"epoch {entry['epoch']}"] if entry.get("epoch") else []
+        extra += [entry["preset"]] if entry.get("preset") else []
+        name = Path(entry["path"]).name
+        return f"{name} ({', '.join(extra)})" if extra else name
+
+
+# --- small things --------------------------------------------------------------------------
+
+
+def device_choices() -> list[str]:
+    """``auto``, ``cpu`` and the accelerators torch sees on this machine."""
+    import torch
+
+    choices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        choices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        choices.append("mps")
+    return choices
+
+
+def call_with_supported(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``func`` with only the keyword arguments its signature accepts.
+
+    Lets the widgets pass options (e.g. ``tile``) that newer cores understand without
+    breaking on older ones.
+    """
+    import inspect
+
+    params = inspect.signature(func).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return func(*args, **kwargs)
+
+
+def unique(items: Sequence[str]) -> list[str]:
+    """Items without repeats, in order."""
+    return list(dict.fromkeys(items))

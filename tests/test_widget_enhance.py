@@ -1,0 +1,223 @@
+"""The Enhance widget driven as a user would: pick layer and model, press Enhance, wait."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+from napari.utils.notifications import notification_manager
+
+from napari_tagan._widgets._common import RecentModels
+from napari_tagan._widgets._enhance import EnhanceWidget, plan_planes
+from napari_tagan.core import TAGANModel, load_model, predict, preset_config, save_bundle
+
+pytestmark = pytest.mark.viewer
+WAIT_MS = 60_000
+
+
+@pytest.fixture(autouse=True)
+def _private_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_TAGAN_CONFIG_DIR", str(tmp_path / "settings"))
+
+
+def _bundle(tmp_path, preset="axons"):
+    torch.manual_seed(0)
+    model = TAGANModel.from_config(preset_config(preset, ngf=4, nsf=4, ndf=4))
+    # Non-trivial BatchNorm statistics, so eval and batch-statistics modes differ.
+    model.generator.train()
+    with torch.no_grad():
+        model.generator(torch.randn(2, model.config.input_nc, 32, 32))
+    return save_bundle(model.eval(), tmp_path / f"{preset}.tagan")
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    return _bundle(tmp_path)
+
+
+@pytest.fixture
+def confocal():
+    rng = np.random.default_rng(0)
+    return rng.gamma(2.0, 25.0, size=(64, 64)).astype(np.uint16)
+
+
+def _run(qtbot, widget):
+    worker = widget.run()
+    assert worker is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    return worker
+
+
+def _reference(bundle, image, **kwargs):
+    return predict(load_model(bundle), image, device="cpu", **kwargs)
+
+
+def test_enhance_2d_image(make_napari_viewer, qtbot, bundle, confocal):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(confocal, name="cell", scale=(0.02, 0.02), translate=(5.0, 7.0))
+    widget = EnhanceWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    assert widget.image.value is layer
+    widget.use_model(bundle)
+    widget.device.value = "cpu"
+    _run(qtbot, widget)
+
+    sted = viewer.layers["cell synthetic STED"]
+    seg = viewer.layers["cell segmentation"]
+    assert "cell variability" not in viewer.layers  # deterministic: one generation
+    assert sted.data.shape == (64, 64) and sted.data.dtype == np.float32
+    assert type(seg).__name__ == "Labels" and seg.data.dtype == np.uint8
+    for result in (sted, seg):
+        np.testing.assert_allclose(result.scale, (0.02, 0.02))
+        np.testing.assert_allclose(result.translate, (5.0, 7.0))
+    ref = _reference(bundle, confocal, mode="eval")
+    np.testing.assert_allclose(sted.data, ref.synthetic_sted, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(seg.data, np.where(ref.segmentation[0] >= 0.5, 2, 1))
+    meta = sted.metadata["tagan"]
+    assert meta["preset"] == "axons" and meta["mode"] == "eval" and meta["generations"] == 1
+    assert meta["model"] == str(bundle) and meta["device"] == "cpu"
+    assert widget.progress.value == widget.progress.max
+    # the model is remembered
+    assert RecentModels().load()[0]["path"] == str(bundle)
+    assert any(e and e["path"] == str(bundle) for e in widget.recent_box.choices)
+
+
+def test_generations_give_variability_and_probabilities(
+    make_napari_viewer, qtbot, bundle, confocal
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(confocal, name="cell")
+    widget = EnhanceWidget(viewer)
+    widget.use_model(bundle)
+    widget.device.value = "cpu"
+    widget.mode.value = "mc"
+    assert widget.generations.enabled
+    widget.generations.value = 3
+    widget.seed.value = 5
+    widget.segmentation.value = "probabilities"
+    _run(qtbot, widget)
+
+    ref = _reference(bundle, confocal, mode="mc", generations=3, seed=5)
+    var = viewer.layers["cell variability"]
+    prob = viewer.layers["cell segmentation"]
+    assert type(prob).__name__ == "Image" and prob.data.dtype == np.float32
+    np.testing.assert_allclose(var.data, ref.variability, rtol=1e-4, atol=1e-4)
+    assert float(var.data.max()) > 0
+    np.testing.assert_allclose(prob.data, ref.segmentation[0], atol=1e-5)
+    np.testing.assert_allclose(
+        viewer.layers["cell synthetic STED"].data, ref.synthetic_sted, rtol=1e-5, atol=1e-4
+    )
+    assert viewer.layers["cell synthetic STED"].metadata["tagan"]["generations"] == 3
+
+    # Running again replaces the results instead of adding copies.
+    n_layers = len(viewer.layers)
+    _run(qtbot, widget)
+    assert len(viewer.layers) == n_layers
+
+
+def test_current_plane_and_whole_stack(make_napari_viewer, qtbot, bundle):
+    rng = np.random.default_rng(1)
+    stack = rng.gamma(2.0, 25.0, size=(3, 64, 64)).astype(np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="zs", scale=(0.5, 0.02, 0.02), translate=(1.0, 0.0, 0.0))
+    widget = EnhanceWidget(viewer)
+    widget.use_model(bundle)
+    widget.device.value = "cpu"
+    assert widget.scope.enabled
+    viewer.dims.set_current_step(0, 2)  # world z = 1 + 2 * 0.5
+    widget.scope.value = "plane"
+    _run(qtbot, widget)
+    plane = viewer.layers["zs synthetic STED"]
+    assert plane.data.shape == (1, 64, 64)
+    np.testing.assert_allclose(plane.scale, (0.5, 0.02, 0.02))
+    np.testing.assert_allclose(plane.translate, (2.0, 0.0, 0.0))
+    ref2 = _reference(bundle, stack[2])
+    np.testing.assert_allclose(plane.data[0], ref2.synthetic_sted, rtol=1e-5, atol=1e-4)
+
+    widget.scope.value = "stack"
+    _run(qtbot, widget)
+    whole = viewer.layers["zs synthetic STED"]
+    assert whole.data.shape == (3, 64, 64)
+    np.testing.assert_allclose(whole.translate, (1.0, 0.0, 0.0))
+    np.testing.assert_allclose(whole.data[2], ref2.synthetic_sted, rtol=1e-5, atol=1e-4)
+    seg = viewer.layers["zs segmentation"]
+    assert seg.data.shape == (3, 64, 64)
+
+
+def test_dask_stack_is_read_plane_by_plane(make_napari_viewer, qtbot, bundle):
+    rng = np.random.default_rng(2)
+    stack = rng.gamma(2.0, 25.0, size=(4, 64, 64)).astype(np.uint16)
+    reads = []
+
+    def load(block, block_info=None):
+        reads.append(block_info[None]["array-location"][0])
+        return block
+
+    lazy = da.from_array(stack, chunks=(1, 64, 64)).map_blocks(load, dtype=stack.dtype)
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(lazy, name="lazy")
+    widget = EnhanceWidget(viewer)
+    widget.image.value = layer
+    widget.use_model(bundle)
+    widget.device.value = "cpu"
+    widget.scope.value = "stack"
+    reads.clear()
+    _run(qtbot, widget)
+    out = viewer.layers["lazy synthetic STED"].data
+    assert isinstance(out, np.ndarray) and out.shape == (4, 64, 64)
+    # every plane read on its own, none read as part of a whole-stack load
+    assert sorted(set(reads)) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    np.testing.assert_allclose(
+        out[3], _reference(bundle, stack[3]).synthetic_sted, rtol=1e-5, atol=1e-4
+    )
+
+
+def test_cancel_stops_a_running_job(make_napari_viewer, qtbot, bundle, confocal):
+    viewer = make_napari_viewer()
+    viewer.add_image(confocal, name="cell")
+    widget = EnhanceWidget(viewer)
+    widget.use_model(bundle)
+    widget.device.value = "cpu"
+    widget.mode.value = "mc"
+    widget.generations.value = 256
+    worker = widget.run()
+    assert widget.cancel_button.enabled and not widget.run_button.enabled
+    qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=WAIT_MS)
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        widget.cancel()
+    assert widget.progress.value == 0 and widget.status.value == "cancelled"
+    assert "cell synthetic STED" not in viewer.layers
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_errors_become_notifications(make_napari_viewer, qtbot, tmp_path, confocal):
+    bad = tmp_path / "broken.tagan"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all")
+    viewer = make_napari_viewer()
+    viewer.add_image(confocal, name="cell")
+    widget = EnhanceWidget(viewer)
+    widget.use_model(bad)
+    before = len(notification_manager.records)
+    _run(qtbot, widget)
+    messages = [str(n.message) for n in notification_manager.records[before:]]
+    assert any("Enhance: broken.tagan" in m for m in messages), messages
+    assert "cell synthetic STED" not in viewer.layers
+    assert widget.run_button.enabled
+
+    # a model that does not fit the image: also one clear message
+    widget.use_model(_bundle(tmp_path, "synprot"))
+    before = len(notification_manager.records)
+    _run(qtbot, widget)
+    messages = [str(n.message) for n in notification_manager.records[before:]]
+    assert any("expects 2 channels" in m for m in messages), messages
+
+
+def test_plan_planes():
+    assert plan_planes((64, 64), 2, "plane").indices == [()]
+    plan = plan_planes((2, 3, 8, 8), 2, "plane", (1, 5, 0, 0))
+    assert plan.indices == [(1, 2)] and plan.out_lead == (1, 1) and plan.offset == (1, 2)
+    plan = plan_planes((2, 3, 8, 8), 2, "stack")
+    assert len(plan.indices) == 6 and plan.out_lead == (2, 3)
+    plan = plan_planes((4, 2, 8, 8), 3, "plane", (3, 0, 0, 0))
+    assert plan.indices == [(3,)] and plan.lead_shape == (4,)
