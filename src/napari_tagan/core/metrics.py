@@ -44,7 +44,8 @@ def ssim(prediction: np.ndarray, reference: np.ndarray, data_range: float) -> fl
     if a.ndim > 2:
         flat_a = a.reshape(-1, *a.shape[-2:])
         flat_b = b.reshape(-1, *b.shape[-2:])
-        return float(np.mean([ssim(x, y, data_range) for x, y in zip(flat_a, flat_b)]))
+        pairs = zip(flat_a, flat_b, strict=True)
+        return float(np.mean([ssim(x, y, data_range) for x, y in pairs]))
     if a.ndim != 2:
         raise ValueError(f"ssim needs 2D images, got shape {a.shape}")
 

@@ -467,8 +467,10 @@ def required_multiple(config: ModelConfig) -> int:
 
 
 def crop_shape(dataset: TrainingDataset, crop_size: int) -> tuple[int, int]:
-    """The (Y, X) of training crops: ``crop_size`` (rounded down to the stride), or with
-    ``crop_size=0`` the largest size every image holds.
+    """The (Y, X) of training crops.
+
+    ``crop_size`` rounded down to the networks' stride, or with ``crop_size=0`` the
+    largest size every image holds.
     """
     m = required_multiple(dataset.config)
     if crop_size > 0:
@@ -538,8 +540,10 @@ def _augment(array: np.ndarray, crop: Crop, shape: tuple[int, int], pad: str) ->
 
 
 def live_regions(confocal: np.ndarray, sted: np.ndarray, n_regions: int, low: float) -> np.ndarray:
-    """The live preset's extra G channels for one crop: STED in the ``n_regions``
-    brightest confocal blocks (``low`` elsewhere) and the decision map (+1 inside).
+    """The live preset's extra G channels for one crop.
+
+    STED in the ``n_regions`` brightest confocal blocks (``low`` elsewhere) and the
+    decision map (+1 inside, ``low`` outside).
     """
     h, w = confocal.shape[-2:]
     b = max(1, min(LIVE_BLOCK, h // 2, w // 2))

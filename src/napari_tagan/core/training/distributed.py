@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class DistributedContext:
-    """This process's place in a data-parallel run."""
+    """Where the current process sits in a data-parallel run."""
 
     rank: int
     world_size: int

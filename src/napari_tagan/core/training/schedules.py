@@ -24,8 +24,7 @@ STEP_GAMMA = 0.1
 
 @dataclass
 class LRSchedule:
-    """Learning-rate factor by epoch for one of the policies ``linear``, ``step``,
-    ``plateau`` or ``cosine``.
+    """Learning-rate factor by epoch: ``linear``, ``step``, ``plateau`` or ``cosine``.
 
     ``linear`` keeps the rate for ``niter`` epochs and decays it linearly over
     ``niter_decay`` more (the original's rule: during epoch ``e`` the factor is

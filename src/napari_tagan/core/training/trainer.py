@@ -528,8 +528,9 @@ class Trainer:
     # ------------------------------------------------------------------ control
 
     def request_stop(self) -> None:
-        """Ask the loop to stop after the current iteration (thread-safe); ``latest`` is
-        saved.
+        """Ask the loop to stop after the current iteration; ``latest`` is saved.
+
+        Thread-safe: the napari widget calls it from the main thread.
         """
         self._stop.set()
 
@@ -638,8 +639,9 @@ class Trainer:
         }
 
     def train_step(self, batch: dict[str, torch.Tensor | None]) -> dict[str, float]:
-        """One D, G and S update on a batch (``g_input``, ``sted``, ``targets``,
-        ``weights`` tensors); returns each loss term as a float.
+        """One D, G and S update; returns each loss term as a float.
+
+        ``batch`` holds ``g_input``, ``sted``, ``targets`` and ``weights`` tensors.
         """
         cfg = self.config
         model = self.model
@@ -715,8 +717,9 @@ class Trainer:
         return dict(zip(self.loss_names, values.tolist(), strict=True))
 
     def _segmenter_target(self, real: torch.Tensor) -> torch.Tensor:
-        """The live preset's target: the frozen S on the real STED, thresholded to {0, 1}
-        per class when the config gives thresholds (as the original).
+        """The live preset's target: the frozen S on the real STED.
+
+        Thresholded to {0, 1} per class when the config gives thresholds (as the original).
         """
         assert self.model.segmenter is not None
         with torch.no_grad():
@@ -753,9 +756,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, dataset: TrainingDataset | None = None) -> dict[str, float]:
-        """PSNR and SSIM of the synthetic vs the real STED, Dice and IoU of S on the
-        synthetic STED vs the labels (or, for the live preset, vs S on the real STED),
-        over whole validation images with running BatchNorm statistics and no dropout.
+        """Validation metrics over whole images (running BN statistics, no dropout).
+
+        PSNR and SSIM of the synthetic vs the real STED; Dice and IoU of S on the
+        synthetic STED vs the labels (or, for the live preset, vs S on the real STED).
         """
         data = self.valid_data if dataset is None else dataset
         if data is None:
