@@ -1,0 +1,176 @@
+"""Ways to run one network on a batch of tiles: eager PyTorch or ONNX Runtime.
+
+Every runner maps a float32 (N, C, Y, X) numpy batch in network units to a float32 numpy
+output. ``eager`` is the reference (optionally under mixed precision on a GPU);
+``channels_last`` is eager with NHWC memory layout; ``onnx`` runs an export of the network
+with ONNX Runtime's CPU kernels, which were measured faster than eager on these networks
+with the same output (``benchmarks/bench_predict.py``). Exports are cached in memory per
+network and on disk per weights (``$NAPARI_TAGAN_CACHE`` or ``~/.cache/napari-tagan``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import io
+import os
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import InputError
+from .io import atomic_output
+
+BackendName = Literal["auto", "eager", "channels_last", "onnx"]
+BACKENDS: tuple[str, ...] = ("auto", "eager", "channels_last", "onnx")
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+_SESSIONS: OrderedDict[str, object] = OrderedDict()
+_MAX_SESSIONS = 4
+
+
+def onnx_available() -> bool:
+    """Whether ONNX Runtime (and the ``onnx`` package the exporter needs) can be imported."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cache_dir() -> Path:
+    """Folder of cached ONNX exports."""
+    root = os.environ.get("NAPARI_TAGAN_CACHE")
+    if root:
+        return Path(root) / "onnx"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "napari-tagan" / "onnx"
+
+
+def network_key(net: nn.Module, in_channels: int) -> str:
+    """Hash of a network's structure and weights (what an export depends on)."""
+    h = hashlib.sha256()
+    h.update(repr(net).encode())
+    h.update(f"in={in_channels};torch={torch.__version__}".encode())
+    for name, tensor in net.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def export_onnx(net: nn.Module, in_channels: int, stride: int) -> bytes:
+    """Export ``net`` (eval mode, float32, CPU) with dynamic batch and image size."""
+    export_net = copy.deepcopy(net).float().cpu().eval()
+    dummy = torch.zeros(1, in_channels, 16 * stride, 16 * stride)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            export_net,
+            (dummy,),
+            buf,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "y": {0: "n", 2: "h", 3: "w"}},
+            opset_version=17,
+        )
+    return buf.getvalue()
+
+
+def onnx_session(net: nn.Module, in_channels: int, stride: int, *, use_disk_cache: bool = True):
+    """An ONNX Runtime session for ``net``, exported once per weights and cached."""
+    import onnxruntime as ort
+
+    key = network_key(net, in_channels)
+    if key in _SESSIONS:
+        _SESSIONS.move_to_end(key)
+        return _SESSIONS[key]
+    path = cache_dir() / f"{key}.onnx"
+    data = None
+    if use_disk_cache and path.is_file():
+        data = path.read_bytes()
+    if data is None:
+        data = export_onnx(net, in_channels, stride)
+        if use_disk_cache:
+            with contextlib.suppress(OSError), atomic_output(path) as tmp:
+                tmp.write_bytes(data)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    _SESSIONS[key] = session
+    while len(_SESSIONS) > _MAX_SESSIONS:
+        _SESSIONS.popitem(last=False)
+    return session
+
+
+def has_cached_export(net: nn.Module, in_channels: int) -> bool:
+    """Whether an export of ``net`` is already in memory or on disk (no export cost)."""
+    key = network_key(net, in_channels)
+    return key in _SESSIONS or (cache_dir() / f"{key}.onnx").is_file()
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Reject precisions the device cannot run (fp16 needs a GPU)."""
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}; expected fp32, bf16 or fp16")
+    if precision == "fp16" and device.type == "cpu":
+        raise InputError("fp16 needs a GPU (cuda or mps); use bf16 or fp32 on the CPU")
+
+
+def make_runner(
+    net: nn.Module,
+    *,
+    backend: str,
+    device: torch.device,
+    precision: str = "fp32",
+    in_channels: int = 1,
+    stride: int = 4,
+) -> Runner:
+    """A function running ``net`` on float32 numpy batches (see the module docstring).
+
+    Call it inside ``torch.inference_mode()`` and the network mode the caller wants;
+    ``onnx`` always runs eval-mode weights (deterministic prediction only).
+    """
+    if backend == "onnx":
+        session = onnx_session(net, in_channels, stride)
+
+        def run_onnx(x: np.ndarray) -> np.ndarray:
+            (y,) = session.run(None, {"x": np.ascontiguousarray(x, np.float32)})
+            return np.asarray(y, np.float32)
+
+        return run_onnx
+    if backend not in ("eager", "channels_last"):
+        raise InputError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    memory_format = torch.channels_last if backend == "channels_last" else torch.contiguous_format
+    if backend == "channels_last":
+        net.to(memory_format=memory_format)
+
+    def run_eager(x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(device)
+        t = t.contiguous(memory_format=memory_format)
+        with _autocast(device, precision):
+            y = net(t)
+        return y.float().contiguous().cpu().numpy()
+
+    return run_eager

@@ -1,0 +1,315 @@
+"""Tile plans, receptive fields and blending for prediction on images of any size.
+
+A tile is a *core* (the pixels it is responsible for) inside a *window* (the core plus a
+halo of context, clipped to the image). Coordinates are in the stride-padded frame of the
+whole image: the whole-image forward reflect-pads the bottom/right to a multiple of the
+networks' total stride, and tiles are cut from that same padded image.
+
+Exactness (ResNet networks, eval mode): a window edge that lies on the padded image border
+is treated by the network exactly as in the whole-image forward (the same reflection
+padding); an interior edge affects outputs up to the receptive-field radius away from it.
+With a halo of at least that radius, and window origins on the stride grid (so that
+stride-2 layers sample the same pixels), every core pixel equals the whole-image result
+up to floating-point summation order.
+
+U-Nets see the whole image (their receptive field covers any input they are given), so no
+halo makes them exact: their tiles overlap by ``2 × halo`` and are blended with linear
+ramps that sum to one across each overlap, which removes seams. The remaining deviation
+from a whole-image forward comes from the missing far context and is reported by
+``benchmarks/bench_predict.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .networks import ARCH_STRIDE, build_generator, build_segmenter
+
+#: Architectures whose receptive field is finite (tiles can be exact).
+LOCAL_ARCHS: frozenset[str] = frozenset({"resnet_9blocks", "resnet_6blocks"})
+
+#: Default halo of U-Nets (pixels, before rounding up to the stride): the overlap of
+#: neighbouring windows is twice this.
+UNET_HALO = 64
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: ``window`` is what the network sees, ``core`` what the tile contributes.
+
+    Both are ``(y0, y1, x0, x1)`` in the padded frame; ``core`` lies inside ``window``.
+    """
+
+    window: tuple[int, int, int, int]
+    core: tuple[int, int, int, int]
+
+    @property
+    def window_shape(self) -> tuple[int, int]:
+        """(height, width) of the window."""
+        y0, y1, x0, x1 = self.window
+        return y1 - y0, x1 - x0
+
+    def core_in_window(self) -> tuple[slice, slice]:
+        """Slices selecting the core from an array of the window's shape."""
+        y0, y1, x0, x1 = self.core
+        wy, _, wx, _ = self.window
+        return slice(y0 - wy, y1 - wy), slice(x0 - wx, x1 - wx)
+
+
+def round_up(value: int, multiple: int) -> int:
+    """Smallest multiple of ``multiple`` that is ≥ ``value``."""
+    return -(-int(value) // multiple) * multiple
+
+
+def _axis_plan(
+    size: int, tile: int, halo: int, min_window: int
+) -> list[tuple[int, int, int, int]]:
+    """(window0, window1, core0, core1) along one axis of length ``size``."""
+    if tile >= size:
+        return [(0, size, 0, size)]
+    n = math.ceil(size / tile)
+    spans = []
+    for i in range(n):
+        c0, c1 = i * tile, min(size, (i + 1) * tile)
+        w0, w1 = max(0, c0 - halo), min(size, c1 + halo)
+        # A short last window gets more context above/left: never smaller than the
+        # networks accept.
+        w0 = max(0, min(w0, w1 - min_window))
+        spans.append((w0, w1, c0, c1))
+    return spans
+
+
+def tile_plan(
+    shape: tuple[int, int],
+    tile: int | tuple[int, int],
+    halo: int,
+    multiple: int = 1,
+    min_window: int = 1,
+) -> list[Tile]:
+    """Cut a padded image of ``shape`` into tiles of core side ``tile`` with ``halo``.
+
+    Parameters
+    ----------
+    shape
+        (height, width) of the padded image; both multiples of ``multiple``.
+    tile
+        Core side (or (height, width)), rounded up to ``multiple``. A side at least the
+        image's gives one tile along that axis, with no halo.
+    halo
+        Context on each interior side, rounded up to ``multiple``.
+    multiple
+        The networks' total stride: every window origin and size is a multiple of it.
+    min_window
+        Smallest window side the networks accept (rounded up to ``multiple``).
+
+    Returns
+    -------
+    list of Tile
+        Row-major; the cores partition the image exactly.
+    """
+    h, w = (int(s) for s in shape)
+    if h < 1 or w < 1 or h % multiple or w % multiple:
+        raise ValueError(f"shape {shape} must be positive multiples of {multiple}")
+    ty, tx = (tile, tile) if isinstance(tile, int) else tile
+    if ty < 1 or tx < 1 or halo < 0:
+        raise ValueError(f"tile must be ≥ 1 and halo ≥ 0, got tile={tile}, halo={halo}")
+    ty, tx, halo = round_up(ty, multiple), round_up(tx, multiple), round_up(halo, multiple)
+    least = round_up(min_window, multiple)
+    return [
+        Tile((wy0, wy1, wx0, wx1), (cy0, cy1, cx0, cx1))
+        for wy0, wy1, cy0, cy1 in _axis_plan(h, ty, halo, least)
+        for wx0, wx1, cx0, cx1 in _axis_plan(w, tx, halo, least)
+    ]
+
+
+def _ramp(length: int, start: int, stop: int, ramp_start: bool, ramp_stop: bool) -> np.ndarray:
+    # Linear ramps over the 2·halo overlaps: (i + ½) / n rising, its mirror falling, so the
+    # weights of two neighbours sum to one; never zero, so every pixel has weight.
+    weights = np.ones(length, np.float32)
+    n = stop - start
+    if n <= 0:
+        return weights
+    up = (np.arange(n, dtype=np.float32) + 0.5) / n
+    if ramp_start:
+        weights[:n] = np.minimum(weights[:n], up)
+    if ramp_stop:
+        weights[length - n :] = np.minimum(weights[length - n :], up[::-1])
+    return weights
+
+
+def blend_weights(tile: Tile, shape: tuple[int, int]) -> np.ndarray:
+    """(window_h, window_w) weights of a window for overlap blending (U-Nets).
+
+    The weight ramps over ``[core0 - halo, core0 + halo)`` at edges shared with another
+    window and is one elsewhere (image borders are not ramped).
+    """
+    (y0, y1, x0, x1), (cy0, cy1, cx0, cx1) = tile.window, tile.core
+    h, w = shape
+    hy_top, hy_bottom = cy0 - y0, y1 - cy1
+    hx_left, hx_right = cx0 - x0, x1 - cx1
+    wy = _ramp(y1 - y0, 0, 2 * hy_top, y0 > 0, False) * _ramp(
+        y1 - y0, 0, 2 * hy_bottom, False, y1 < h
+    )
+    wx = _ramp(x1 - x0, 0, 2 * hx_left, x0 > 0, False) * _ramp(
+        x1 - x0, 0, 2 * hx_right, False, x1 < w
+    )
+    return wy[:, None] * wx[None, :]
+
+
+def _tiny_network(arch: str, role: str) -> torch.nn.Module:
+    # Depth, not width, sets the receptive field: a 2-filter replica of the same depth has
+    # the same one and is cheap to differentiate.
+    if role == "generator":
+        net = build_generator(arch, 1, 1, ngf=4, norm="batch", dropout=False)  # type: ignore[arg-type]
+    else:
+        net = build_segmenter(arch, 1, 1, nsf=4, norm="batch")  # type: ignore[arg-type]
+    return net.eval()
+
+
+def measure_receptive_field(
+    net: torch.nn.Module, stride: int, *, size: int = 224, trials: int = 2, seed: int = 0
+) -> int:
+    """Radius (pixels) of ``net``'s receptive field, measured by back-propagation.
+
+    For output pixels at every phase of the stride grid near the centre of a ``size``²
+    random input, the support of the input gradient (union over ``trials`` random inputs
+    and weights, so that dead ReLUs do not hide a path) gives the farthest input pixel
+    that can change the output. Weights are redrawn with PyTorch's default
+    initialisation so that the final Tanh does not saturate to a zero gradient. A
+    radius close to ``size // 2`` means the network sees the whole input (U-Nets).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    centre = size // 2
+    radius = 0
+    dtype = next(net.parameters()).dtype
+    for trial in range(trials):
+        torch.manual_seed(seed + trial)
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+                m.reset_parameters()
+        x = torch.randn(stride * stride, 1, size, size, generator=gen, dtype=dtype)
+        x.requires_grad_(True)
+        y = net(x)
+        picked = torch.stack(
+            [
+                y[i * stride + j, 0, centre + i, centre + j]
+                for i in range(stride)
+                for j in range(stride)
+            ]
+        )
+        (grad,) = torch.autograd.grad(picked.sum(), x)
+        for i in range(stride):
+            for j in range(stride):
+                g = grad[i * stride + j, 0]
+                ys, xs = torch.nonzero(g, as_tuple=True)
+                if len(ys):
+                    dy = (ys - (centre + i)).abs().max().item()
+                    dx = (xs - (centre + j)).abs().max().item()
+                    radius = max(radius, int(dy), int(dx))
+    return radius
+
+
+@functools.cache
+def receptive_field(arch: str, role: str = "generator") -> int | None:
+    """Measured receptive-field radius of an architecture, or None if it sees everything.
+
+    Cached per (arch, role); measured on a narrow replica of the same depth.
+    """
+    if arch not in LOCAL_ARCHS:
+        return None
+    stride = ARCH_STRIDE[arch]
+    torch_state = torch.random.get_rng_state()
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            r = measure_receptive_field(_tiny_network(arch, role), stride)
+    finally:
+        torch.random.set_rng_state(torch_state)
+    return r
+
+
+def default_halo(arch: str, role: str = "generator") -> int:
+    """Halo for ``arch``: its receptive field rounded up to the stride.
+
+    U-Nets get :data:`UNET_HALO` rounded up to their stride (a blending overlap).
+    """
+    stride = ARCH_STRIDE[arch]
+    r = receptive_field(arch, role)
+    return round_up(UNET_HALO if r is None else r, stride)
+
+
+def choose_tile(
+    padded_shape: tuple[int, int],
+    *,
+    halo: int,
+    multiple: int,
+    bytes_per_pixel: float,
+    budget: float,
+    batch: int = 1,
+) -> int:
+    """Largest core side whose window (core + 2 × halo)², times ``batch``, fits ``budget``.
+
+    Returns a side ≥ the image's largest side when the whole image fits (one tile).
+    """
+    h, w = padded_shape
+    if h * w * bytes_per_pixel * batch <= budget:
+        return max(h, w)
+    side = int(math.sqrt(budget / (bytes_per_pixel * batch)))
+    tile = (side - 2 * halo) // multiple * multiple
+    # Never below one stride, nor so small that the halo dominates beyond reason.
+    return max(tile, multiple, min(round_up(max(h, w), multiple), round_up(halo, multiple)))
+
+
+def iter_batches(tiles: list[Tile], batch: int) -> Iterator[list[Tile]]:
+    """Group tiles of equal window shape into batches of at most ``batch``, in order."""
+    groups: dict[tuple[int, int], list[Tile]] = {}
+    for t in tiles:
+        groups.setdefault(t.window_shape, []).append(t)
+    for group in groups.values():
+        for i in range(0, len(group), max(1, batch)):
+            yield group[i : i + max(1, batch)]
+
+
+def padded_index(start: int, stop: int, size: int, mode: str) -> np.ndarray:
+    """Source indices of padded positions ``start..stop`` of an axis of length ``size``.
+
+    Positions ≥ ``size`` are the bottom/right padding: reflected (without repeating the
+    edge) or replicated, as ``torch.nn.functional.pad`` does.
+    """
+    idx = np.arange(start, stop)
+    beyond = idx >= size
+    if beyond.any():
+        if mode == "reflect":
+            idx[beyond] = 2 * (size - 1) - idx[beyond]
+        else:
+            idx[beyond] = size - 1
+    return idx
+
+
+def read_window(
+    source, window: tuple[int, int, int, int], size: tuple[int, int], mode: str
+) -> np.ndarray:
+    """Read a (C, y1-y0, x1-x0) window of the padded frame from a (C, H, W) array.
+
+    ``source`` may be numpy, a memmap, dask or zarr: only the needed region is read.
+    """
+    y0, y1, x0, x1 = window
+    h, w = size
+    rows = padded_index(y0, y1, h, mode)
+    cols = padded_index(x0, x1, w, mode)
+    r0, r1 = int(rows.min()), int(rows.max()) + 1
+    c0, c1 = int(cols.min()), int(cols.max()) + 1
+    block = np.asarray(source[:, r0:r1, c0:c1])
+    if (
+        r1 - r0 == len(rows)
+        and c1 - c0 == len(cols)
+        and (rows == np.arange(r0, r1)).all()
+        and (cols == np.arange(c0, c1)).all()
+    ):
+        return block
+    return block[:, rows - r0][:, :, cols - c0]
