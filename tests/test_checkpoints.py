@@ -24,7 +24,7 @@ from napari_tagan.core.checkpoints import (
     infer_network,
     read_state_dict,
 )
-from napari_tagan.core.io import atomic_output
+from napari_tagan.core.io import atomic_output, atomic_write_bytes
 
 from conftest import tiny_model
 
@@ -271,3 +271,13 @@ def test_interrupted_write_keeps_the_previous_file(tmp_path):
         raise RuntimeError("disk died")
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.tagan"]  # no temp file left
+
+
+def test_atomic_outputs_get_ordinary_file_modes(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    new = atomic_write_bytes(tmp_path / "new.bin", b"x")
+    assert new.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's owner-only 0o600
+    os.chmod(new, 0o640)
+    atomic_write_bytes(new, b"y")
+    assert new.stat().st_mode & 0o777 == 0o640  # replacing keeps the file's mode
