@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/install-system-packages.sh
 bash scripts/setup.sh test
 . .venv/bin/activate
-ruff check src tests benchmarks
-ruff format --check src tests benchmarks
+ruff check src tests benchmarks scripts
+ruff format --check src tests benchmarks scripts
 python -m pytest "$@"
