@@ -78,9 +78,9 @@ def _axis_plan(
     for i in range(n):
         c0, c1 = i * tile, min(size, (i + 1) * tile)
         w0, w1 = max(0, c0 - halo), min(size, c1 + halo)
-        # A short last window gets more context above/left: never smaller than the
-        # networks accept.
+        # A short window gets more context: never smaller than the networks accept.
         w0 = max(0, min(w0, w1 - min_window))
+        w1 = min(size, max(w1, w0 + min_window))
         spans.append((w0, w1, c0, c1))
     return spans
 
