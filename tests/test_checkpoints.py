@@ -154,6 +154,7 @@ class _Payload:
         return (os.system, ("touch PWNED_BY_PICKLE",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_malicious_pickle_runs_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.save({"model.1.weight": _Payload()}, tmp_path / "latest_net_G.pth")
