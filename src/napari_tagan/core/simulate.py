@@ -16,6 +16,12 @@ Model
   of a 400 nm PSF), so that structures just outside it contribute blur inside, as on a
   microscope. The padding does not depend on the PSFs or photon budgets, so a seed gives
   the same structures whatever the imaging parameters (for a given pixel size).
+* Axonal stretches without rings hold patchy unstructured F-actin (patches a few hundred
+  nm wide, as the actin "hot spots" and trails of axon shafts), while ring stretches are
+  a regular lattice on a faint fine-grained background. The rings themselves are far
+  below confocal resolution, but the patches survive the confocal blur: a confocal
+  image is smooth along ring stretches and blotchy elsewhere, the contextual cue from
+  which TA-GAN infers where to draw rings.
 * Imaging is point sampling of the density convolved with an isotropic Gaussian PSF
   (``sigma = FWHM / 2.3548``). The photon budget is the *expected signal* (background
   excluded) at the brightest pixel of the noise-free image; background photons per pixel
@@ -69,6 +75,10 @@ _MEMBRANE_FWHM_NM = 30.0
 _ANNOTATION_MARGIN_NM = 40.0
 #: Margin drawn around the field of view: four sigmas of a 400 nm FWHM PSF.
 _GEOMETRY_PAD_NM = 700.0
+#: Unstructured axonal F-actin (where the rings are absent) gathers in patches a few
+#: hundred nm wide (correlation length and log-normal contrast of the patch field).
+_AXON_PATCH_GRAIN_NM = 120.0
+_AXON_PATCH_CONTRAST = 0.9
 
 
 @dataclass(frozen=True)
@@ -653,10 +663,12 @@ def _ring_brightness(rng: np.random.Generator, n: int = 257) -> np.ndarray:
 def _draw_axons(
     canvas: _Canvas, rng: np.random.Generator, sp: StructureParams
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Curved axons: ring stretches (lattice, faint fine background), patchy stretches."""
     px = canvas.pixel_nm
     density = np.zeros(canvas.shape)
     rings_mask = np.zeros(canvas.shape, dtype=bool)
     texture = _texture(canvas.shape, rng, 60.0 / px, 0.45)
+    patches = _texture(canvas.shape, rng, _AXON_PATCH_GRAIN_NM / px, _AXON_PATCH_CONTRAST)
     count = max(1, int(rng.poisson(sp.density * canvas.field_diagonal_um / 3.5)))
     ring_sigma = _thin_sigma_px(_RING_FWHM_NM, px)
     edge_soft = _thin_sigma_px(20.0, px)
@@ -680,7 +692,8 @@ def _draw_axons(
             s, period, ring_sigma, rng.uniform(0.0, period), _ring_brightness(rng)
         )
         tex = texture.ravel()[idx]
-        signal = ring_amp * (rings + 0.12 * tex) + (1.0 - ring_amp) * 0.35 * tex
+        patchy = patches.ravel()[idx]
+        signal = ring_amp * (rings + 0.12 * tex) + (1.0 - ring_amp) * 0.35 * patchy
         density.ravel()[idx] += rng.uniform(0.6, 1.0) * across * signal
         annotated = (_table_at(stretch.astype(float), s, step) > 0.5) & (
             np.abs(d) <= local_radius + margin
