@@ -153,10 +153,16 @@ def make_runner(
     ``onnx`` always runs eval-mode weights (deterministic prediction only).
     """
     if backend == "onnx":
+        import onnxruntime as ort
+
         session = onnx_session(net, in_channels, stride)
+        # Give the arena back after each run: G's and S's sessions would otherwise each
+        # keep a tile's worth of activations (measured: 2.6 → 1.3 kB/px peak, same speed).
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
         def run_onnx(x: np.ndarray) -> np.ndarray:
-            (y,) = session.run(None, {"x": np.ascontiguousarray(x, np.float32)})
+            (y,) = session.run(None, {"x": np.ascontiguousarray(x, np.float32)}, options)
             return np.asarray(y, np.float32)
 
         return run_onnx

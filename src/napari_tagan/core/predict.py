@@ -270,8 +270,19 @@ def _physical_memory() -> int:
         return 8 << 30
 
 
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return _physical_memory() // 2
+
+
 def default_memory_budget(device: torch.device) -> int:
-    """Bytes of network activations a tile may use on ``device``.
+    """Bytes of network activations one tile (or batch of tiles) may use on ``device``.
 
     CPU/MPS: a quarter of physical memory, at most 1.5 GiB (which keeps an 8192² image
     under 3 GB of peak RSS with its outputs); CUDA: 60 % of the free device memory.
@@ -282,14 +293,29 @@ def default_memory_budget(device: torch.device) -> int:
     return int(min(1.5 * (1 << 30), _physical_memory() / 4))
 
 
+def whole_image_budget(device: torch.device) -> int:
+    """Bytes of activations under which an image is run whole (one exact tile, no halo).
+
+    A whole-image forward computes no halo twice, so it is the fastest way when memory
+    allows: on the CPU/MPS up to 40 % of the currently available memory (at least the
+    tile budget); on CUDA the tile budget. Larger images are tiled with
+    :func:`default_memory_budget`, which bounds the peak memory whatever their size.
+    """
+    tiles = default_memory_budget(device)
+    if device.type == "cuda":
+        return tiles
+    return max(tiles, int(0.4 * _available_memory()))
+
+
 def activation_bytes_per_pixel(width: int, backend: str) -> float:
     """Peak activation memory of one ResNet/U-Net forward per input pixel (bytes).
 
-    Measured: eager ResNet-9 at ngf 64 ≈ 900 B/px (≈ 3.5 full-resolution feature maps
-    of ``width`` float32 channels); ONNX Runtime ≈ 2.3 kB/px (its arena and blocked
-    layouts). A margin is added on top of both.
+    Measured (peak RSS growth of a 768² forward, ``width`` 64): eager ResNet-9 ≈ 680 B/px
+    (≈ 2.7 full-resolution feature maps of ``width`` float32 channels); ONNX Runtime,
+    G then S with arena shrinkage after each run, ≈ 1.27 kB/px (its arena and blocked
+    layouts). A margin of about 15 % is added on top of both.
     """
-    maps = 10.0 if backend == "onnx" else 4.5
+    maps = 5.5 if backend == "onnx" else 3.5
     return 4.0 * maps * width + 64.0
 
 
@@ -360,6 +386,7 @@ class _Engine:
         batch_tiles: int | None,
         precision: str,
         budget: int,
+        whole_budget: int,
         backend: str,
         progress: ProgressCallback | None,
         should_stop: Callable[[], bool] | None,
@@ -367,6 +394,7 @@ class _Engine:
         cfg = model.config
         self.model, self.device, self.mode = model, device, mode
         self.precision, self.budget, self.backend = precision, budget, backend
+        self.whole_budget = max(budget, whole_budget)
         self.progress, self.should_stop = progress, should_stop
         self.networks = [
             _Network("generator", cfg.generator, working.generator, cfg.ngf, cfg.input_nc)
@@ -402,6 +430,8 @@ class _Engine:
             return self.tiles_used[net.role]
         if self.tile_request is not None:
             return max(round_up(self.tile_request, net.stride), net.min_window)
+        if padded[0] * padded[1] * self.bytes_per_pixel(net) <= self.whole_budget:
+            return max(padded)
         side = choose_tile(
             padded,
             halo=self.halo(net),
@@ -470,9 +500,9 @@ class _Engine:
         batch = self.batch_size(net, tiles)
         hl, wl = limit
         blend = not net.exact and len(tiles) > 1
-        if blend:
-            acc = _alloc((out.shape[0], *padded), on_disk, 0.0)
-            wsum = _alloc(padded, on_disk, 0.0)
+        if blend:  # weights sum to one: accumulate straight into the (zeroed) output
+            for r in range(0, hl, 1024):
+                out[:, r : min(hl, r + 1024), :wl] = 0.0
         for group in iter_batches(tiles, batch):
             self.check_stop()
             x = np.stack([read(t.window) for t in group])
@@ -480,9 +510,10 @@ class _Engine:
             for t, yi in zip(group, y, strict=True):
                 y0, y1, x0, x1 = t.window
                 if blend:
-                    weight = blend_weights(t, padded)
-                    acc[:, y0:y1, x0:x1] += yi * weight
-                    wsum[y0:y1, x0:x1] += weight
+                    weight = blend_weights(t)
+                    ye, xe = min(y1, hl), min(x1, wl)
+                    if ye > y0 and xe > x0:
+                        out[:, y0:ye, x0:xe] += (yi * weight)[:, : ye - y0, : xe - x0]
                 else:
                     cy0, cy1, cx0, cx1 = t.core
                     cy1, cx1 = min(cy1, hl), min(cx1, wl)
@@ -490,10 +521,6 @@ class _Engine:
                         out[:, cy0:cy1, cx0:cx1] = yi[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
                 if not self.single:
                     self.tick()
-        if blend:
-            for r in range(0, hl, 1024):
-                r1 = min(hl, r + 1024)
-                out[:, r:r1, :wl] = acc[:, r:r1, :wl] / wsum[r:r1, :wl]
 
     def run_network(self, net: _Network, *args: Any) -> None:
         """:meth:`run_pass`, retried with half-size tiles after an out-of-memory error."""
@@ -667,8 +694,15 @@ def predict(
     nbytes = planes * h * w * 4 * (n_out * (3 if generations > 1 else 1) + n_cls)
     disk = nbytes > MEMMAP_THRESHOLD if on_disk is None else bool(on_disk)
     budget = default_memory_budget(dev) if memory_budget is None else int(memory_budget)
+    whole_budget = whole_image_budget(dev) if memory_budget is None else budget
+    multiple = ARCH_STRIDE[cfg.generator]
+    if n_cls and cfg.segmenter is not None:
+        multiple = max(multiple, ARCH_STRIDE[cfg.segmenter])
+    padded = _padded_shape(plane_shape, multiple)
 
-    sted_out = _alloc((planes, n_out, h, w), disk)
+    # With one generation G and S write straight into the results (G's in the padded
+    # frame, which S reads), converted to intensity units and probabilities in place.
+    sted_out = _alloc((planes, n_out, *padded), disk)
     var_out = _alloc((planes, n_out, h, w), disk) if generations > 1 else None
     seg_out = _alloc((planes, n_cls, h, w), disk) if n_cls else None
     stats_all: list[NormStats] = []
@@ -693,11 +727,12 @@ def predict(
                 batch_tiles=batch_tiles,
                 precision=precision,
                 budget=budget,
+                whole_budget=whole_budget,
                 backend=chosen_backend,
                 progress=progress,
                 should_stop=should_stop,
             )
-            padded = _padded_shape(plane_shape, engine.multiple)
+            assert engine.multiple == multiple
             n_tiles = engine.count_tiles(padded)
             engine.single = n_tiles == len(engine.networks)
             engine.total = planes * generations * (1 if engine.single else n_tiles)
@@ -726,6 +761,7 @@ def predict(
     def shaped(a: np.ndarray | None, *, classes: bool = False) -> np.ndarray | None:
         if a is None:
             return None
+        a = a[..., :h, :w]
         if classes:
             return a if stacked else a[0]
         if "C" not in layout:
@@ -820,8 +856,11 @@ def _predict_plane(
 
     g_net = engine.networks[0]
     s_net = engine.networks[1] if len(engine.networks) > 1 else None
-    sted_net = _alloc((cfg.output_nc, *padded), disk)
-    seg_net = _alloc((seg_out.shape[0], h, w), disk) if seg_out is not None else None
+    in_place = generations == 1
+    sted_net = sted_out if in_place else _alloc((cfg.output_nc, *padded), disk)
+    seg_net = None
+    if seg_out is not None:
+        seg_net = seg_out if in_place else _alloc((seg_out.shape[0], h, w), disk)
     m2 = var_out
     for g in range(generations):
         engine.run_network(g_net, read_input, padded, sted_net, padded, disk)
@@ -842,17 +881,22 @@ def _predict_plane(
                 None if seg_net is None else seg_net[:, r:r1],
                 stats,
             )
+            if in_place:
+                sted_out[:, r:r1, :w] = sted_g
+                if seg_out is not None:
+                    seg_out[:, r:r1] = seg_g
+                continue
             if g == 0:
-                sted_out[:, r:r1] = sted_g
+                sted_out[:, r:r1, :w] = sted_g
                 if m2 is not None:
                     m2[:, r:r1] = 0.0
                 if seg_out is not None:
                     seg_out[:, r:r1] = seg_g
                 continue
-            delta = sted_g - sted_out[:, r:r1]
-            sted_out[:, r:r1] += delta / np.float32(g + 1)
+            delta = sted_g - sted_out[:, r:r1, :w]
+            sted_out[:, r:r1, :w] += delta / np.float32(g + 1)
             assert m2 is not None
-            m2[:, r:r1] += delta * (sted_g - sted_out[:, r:r1])
+            m2[:, r:r1] += delta * (sted_g - sted_out[:, r:r1, :w])
             if seg_out is not None:
                 seg_out[:, r:r1] += (seg_g - seg_out[:, r:r1]) / np.float32(g + 1)
         if engine.single:
