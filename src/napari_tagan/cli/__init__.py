@@ -18,9 +18,9 @@ from . import convert, info
 
 def _subcommand_modules() -> list:
     # Imported here, not at module level: each may pull heavier dependencies.
-    from . import demo, simulate, train
+    from . import demo, predict, simulate, train
 
-    return [convert, info, simulate, train, demo]
+    return [convert, info, predict, simulate, train, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

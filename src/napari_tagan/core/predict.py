@@ -312,10 +312,10 @@ def activation_bytes_per_pixel(width: int, backend: str) -> float:
 
     Measured (peak RSS growth of a 768² forward, ``width`` 64): eager ResNet-9 ≈ 680 B/px
     (≈ 2.7 full-resolution feature maps of ``width`` float32 channels); ONNX Runtime,
-    G then S with arena shrinkage after each run, ≈ 1.27 kB/px (its arena and blocked
-    layouts). A margin of about 15 % is added on top of both.
+    G then S with arena shrinkage after each run, ≈ 1.27 kB/px at 768² and ≈ 1.55 kB/px
+    at 2048² (its arena and blocked layouts). A margin is added on top of both.
     """
-    maps = 5.5 if backend == "onnx" else 3.5
+    maps = 6.0 if backend == "onnx" else 3.5
     return 4.0 * maps * width + 64.0
 
 

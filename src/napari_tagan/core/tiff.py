@@ -1,0 +1,254 @@
+"""Headless TIFF/zarr helpers for the command line: lazy reads, pixel sizes, atomic writes.
+
+Pixel sizes are read from OME-XML, ImageJ metadata or the TIFF resolution tags (in that
+order) and written back as resolution tags in pixels per centimetre, which Fiji, napari
+and this package's reader understand. No Qt or napari import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .io import atomic_output
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+#: Length units → micrometres.
+UNIT_TO_UM: dict[str, float] = {
+    "µm": 1.0,
+    "um": 1.0,
+    "micron": 1.0,
+    "micrometer": 1.0,
+    "micrometre": 1.0,
+    "nm": 1e-3,
+    "nanometer": 1e-3,
+    "nanometre": 1e-3,
+    "mm": 1e3,
+    "millimeter": 1e3,
+    "cm": 1e4,
+    "centimeter": 1e4,
+    "m": 1e6,
+    "meter": 1e6,
+    "pixel": 1.0,
+    "": 1.0,
+}
+
+
+@dataclass
+class ImageSource:
+    """An input image: a lazy array, its tifffile-style axes and pixel size (µm)."""
+
+    path: Path
+    name: str
+    data: Any
+    axes: str
+    pixel_size: tuple[float, ...] | None
+
+
+def image_name(path: Path) -> str:
+    """``X`` of ``X.tif``, ``X.ome.tif`` and ``X.zarr``."""
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _unit_um(unit: Any) -> float | None:
+    if unit is None:
+        return 1.0
+    return UNIT_TO_UM.get(str(unit).strip().lower().replace("\\u00b5", "µ"))
+
+
+def _resolution_um(page: Any) -> tuple[float, float] | None:
+    xr, yr = page.tags.get("XResolution"), page.tags.get("YResolution")
+    if xr is None or yr is None:
+        return None
+    try:
+        x = xr.value[0] / xr.value[1]
+        y = yr.value[0] / yr.value[1]
+    except (TypeError, ZeroDivisionError, IndexError):
+        return None
+    if x <= 0 or y <= 0 or (x == 1 and y == 1):
+        return None  # tifffile writes 1/1 when no resolution was given
+    return (1.0 / y, 1.0 / x)
+
+
+def _ome_pixel_size(xml: str) -> tuple[float, ...] | None:
+    root = ET.fromstring(xml)
+    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels")), None)
+    if pixels is None:
+        return None
+
+    def size(axis: str) -> float | None:
+        value = pixels.get(f"PhysicalSize{axis}")
+        factor = _unit_um(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
+        return None if value is None or factor is None else float(value) * factor
+
+    x, y = size("X"), size("Y")
+    return None if x is None or y is None else (y, x)
+
+
+def tiff_pixel_size(tif: Any) -> tuple[float, float] | None:
+    """(Y, X) pixel size in µm of an open ``tifffile.TiffFile``, or None if unstated."""
+    try:
+        if tif.is_ome and tif.ome_metadata:
+            size = _ome_pixel_size(tif.ome_metadata)
+            if size:
+                return size  # type: ignore[return-value]
+        page = tif.pages[0]
+        res = _resolution_um(page)
+        if res is None:
+            return None
+        if tif.is_imagej:
+            factor = _unit_um((tif.imagej_metadata or {}).get("unit") or "pixel")
+        else:
+            unit = page.tags.get("ResolutionUnit")
+            code = int(unit.value) if unit is not None else 2
+            factor = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}.get(code)
+        if factor is None:
+            return None
+        return (res[0] * factor, res[1] * factor)
+    except Exception:  # metadata is a convenience: a broken tag must not block reading
+        return None
+
+
+def read_tiff(path: str | os.PathLike[str]) -> ImageSource:
+    """Open a TIFF lazily (memory-mapped when uncompressed, else through zarr)."""
+    import tifffile
+
+    p = Path(path)
+    try:
+        with tifffile.TiffFile(p) as tif:
+            series = tif.series[0]
+            axes = series.axes.upper()
+            shape = tuple(series.shape)
+            pixel = tiff_pixel_size(tif)
+        try:
+            data: Any = tifffile.memmap(p, mode="r")
+            if tuple(data.shape) != shape:
+                raise ValueError("series shape differs")
+        except Exception:  # compressed or tiled: read through zarr
+            import zarr
+
+            data = zarr.open(tifffile.imread(p, aszarr=True), mode="r")
+    except (tifffile.TiffFileError, ValueError, KeyError, IndexError, OSError) as exc:
+        raise InputError(f"{p}: cannot read it as a TIFF image ({exc})") from None
+    # Drop singleton axes (ImageJ writes TZCYX-style shapes with ones).
+    while len(shape) > 2 and shape[0] == 1:
+        data, shape, axes = data[0], shape[1:], axes[1:]
+    if axes.endswith("S") and len(shape) == 3 and shape[-1] in (3, 4):
+        raise InputError(f"{p}: RGB images are not microscope channels; save one plane each")
+    return ImageSource(p, image_name(p), data, axes, pixel)
+
+
+def read_zarr(path: str | os.PathLike[str]) -> ImageSource:
+    """Open a zarr array (or the first level of an OME-Zarr group) lazily."""
+    import zarr
+
+    p = Path(path)
+    try:
+        node = zarr.open(str(p), mode="r")
+    except Exception as exc:
+        raise InputError(f"{p}: cannot read it as zarr ({exc})") from None
+    pixel = None
+    if not hasattr(node, "shape"):  # a group: OME-Zarr level 0 or its only array
+        attrs = dict(node.attrs)
+        multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+        key = None
+        try:
+            level = multiscales[0]["datasets"][0]
+            key = level["path"]
+            scale = [t for t in level["coordinateTransformations"] if t["type"] == "scale"]
+            if scale:
+                pixel = tuple(float(v) for v in scale[0]["scale"][-2:])
+        except (TypeError, KeyError, IndexError):
+            arrays = sorted(name for name, _ in node.arrays())
+            key = arrays[0] if len(arrays) == 1 else None
+        if key is None:
+            raise InputError(f"{p}: a zarr group with several arrays; name one (GROUP/ARRAY)")
+        node = node[key]
+    data = node
+    axes = {2: "YX", 3: "QYX", 4: "QCYX"}.get(len(data.shape), "Q" * len(data.shape))
+    return ImageSource(p, image_name(p), data, axes, pixel)
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.suffix.lower() == ".zarr" or (
+        path.is_dir() and any((path / f).exists() for f in (".zarray", ".zgroup", "zarr.json"))
+    )
+
+
+def expand_inputs(paths: list[str]) -> list[Path]:
+    """TIFF files, folders of TIFFs (sorted, not recursive) and zarr stores, in order."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if _is_zarr(p):
+            if not p.exists():
+                raise InputError(f"{p}: no such zarr store")
+            out.append(p)
+        elif p.is_dir():
+            found = sorted(
+                f for f in p.iterdir() if f.is_file() and f.suffix.lower() in TIFF_SUFFIXES
+            )
+            if not found:
+                raise InputError(f"{p}: the folder holds no .tif/.tiff files")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    return out
+
+
+def read_image(path: Path) -> ImageSource:
+    """Open a TIFF file or a zarr store lazily."""
+    return read_zarr(path) if _is_zarr(path) else read_tiff(path)
+
+
+def write_float32_tiff(
+    path: str | os.PathLike[str],
+    array: Any,
+    *,
+    axes: str,
+    pixel_size: tuple[float, ...] | None = None,
+    name: str | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``array`` as float32 atomically, with its pixel size and provenance.
+
+    The pixel size goes into the resolution tags (pixels per cm); ``name`` and
+    ``provenance`` into the JSON description that this package's napari reader shows.
+    """
+    import tifffile
+
+    target = Path(path)
+    data = np.asarray(array, dtype=np.float32)
+    own: dict[str, Any] = {"layer_type": "image", "name": name or target.stem}
+    kwargs: dict[str, Any] = {}
+    if pixel_size and len(pixel_size) >= 2 and min(pixel_size[-2:]) > 0:
+        sy, sx = (float(v) for v in pixel_size[-2:])
+        kwargs["resolution"] = (1e4 / sx, 1e4 / sy)
+        kwargs["resolutionunit"] = "CENTIMETER"
+        own["scale"] = [1.0] * (data.ndim - 2) + [sy, sx]
+        own["unit"] = "µm"
+    if provenance:
+        own["metadata"] = {"tagan": json.loads(json.dumps(provenance, default=str))}
+    with atomic_output(target) as tmp:
+        tifffile.imwrite(
+            tmp,
+            data,
+            photometric="minisblack",
+            metadata={"axes": axes, "napari_tagan": own},
+            **kwargs,
+        )
+    return target
