@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from napari_tagan.core import TAGANModel, preset_config, read_bundle, save_bundle
 from napari_tagan.core.errors import InputError
-from napari_tagan.core.simulate import write_dataset
+from napari_tagan.core.simulate import simulate, write_dataset
 from napari_tagan.core.training import (
     BatchSampler,
     GANLoss,
@@ -306,10 +306,22 @@ def test_schedules():
 # --------------------------------------------------------------------------- training
 
 
-@pytest.mark.slow
+def simulated_datasets(cfg, n_train: int = 6, n_valid: int = 2, size: int = 64):
+    """Simulated axon pairs (napari_tagan.core.simulate) with their complete masks."""
+
+    def make(seeds):
+        samples = [simulate("axons", (size, size), seed=i) for i in seeds]
+        conf, sted = [x.confocal for x in samples], [x.sted for x in samples]
+        return dataset_from_arrays(cfg, conf, sted, [x.masks for x in samples])
+
+    return make(range(n_train)), make(range(100, 100 + n_valid))
+
+
 def test_training_improves_validation_and_reports_every_loss(tmp_path):
-    cfg = tiny(ngf=8, nsf=8, ndf=8, batch_size=4, lr=1e-3)
-    train, valid = blob_datasets(cfg, 6, 2)
+    # Tiny networks, 40 iterations on CPU. Over model seeds 0-5 this setting gained
+    # +2.6 to +19 dB PSNR and +0.10 to +0.63 Dice (seed 2: +10.6 dB, +0.63).
+    cfg = tiny(ngf=16, nsf=16, ndf=16, batch_size=4, lr=2e-3)
+    train, valid = simulated_datasets(cfg)
     seen: dict[str, list] = {"it": [], "val": [], "preview": [], "ckpt": []}
     callbacks = TrainerCallbacks(
         on_iteration=lambda i, n, losses, lr: seen["it"].append((i, n, losses, lr)),
@@ -317,9 +329,9 @@ def test_training_improves_validation_and_reports_every_loss(tmp_path):
         on_preview=lambda i, img: seen["preview"].append((i, img.shape)),
         on_checkpoint=lambda i, p: seen["ckpt"].append((i, p.name)),
     )
-    preview = blob_pair(99)[0]
+    preview = simulate("axons", (48, 64), seed=99).confocal
     trainer = Trainer(
-        fresh(cfg),
+        fresh(cfg, seed=2),
         train,
         valid,
         output_dir=tmp_path,
@@ -328,14 +340,17 @@ def test_training_improves_validation_and_reports_every_loss(tmp_path):
         checkpoint_every=20,
         preview_image=preview,
         callbacks=callbacks,
+        seed=2,
     )
     summary = trainer.run()
     first, last = summary.metrics[0], summary.metrics[-1]
     assert [m["iteration"] for m in summary.metrics] == [0, 20, 40]
-    assert last["psnr"] > first["psnr"] + 3
-    assert last["dice"] > first["dice"]
+    assert last["psnr"] > first["psnr"] + 2
+    assert last["dice"] > first["dice"] + 0.05
     assert summary.iterations == 40 and not summary.stopped_early
     assert summary.best is not None and summary.best.is_file()
+    best = read_bundle(summary.best)
+    assert best.model.provenance.iterations == trainer.best_iteration > 0
     assert len(seen["it"]) == 40 and seen["it"][-1][1] == 40
     for name in ("D_real", "D_fake", "D", "G_GAN", "G_seg", "G", "S"):
         assert all(math.isfinite(x[2][name]) for x in seen["it"])
@@ -343,10 +358,11 @@ def test_training_improves_validation_and_reports_every_loss(tmp_path):
     assert seen["preview"][0] == (0, preview.shape) and len(seen["preview"]) == 3
     assert "iter_000020.tagan" in {n for _, n in seen["ckpt"]}
     losses = (tmp_path / "losses.csv").read_text().splitlines()
-    assert losses[0] == "iteration,epoch,D_real,D_fake,D,G_GAN,G_seg,G,S,lr"
-    assert len(losses) == 41
+    assert losses[0] == "iteration,D_real,D_fake,D,G_GAN,G_seg,G,S,lr,epoch"
+    assert len(losses) == 41 and losses[1].startswith("1,")
     metrics = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert metrics[0] == "iteration,epoch,psnr,ssim,dice,iou" and metrics[1].startswith("0,")
+    assert metrics[0] == "iteration,psnr,ssim,dice,iou,epoch" and metrics[1].startswith("0,")
+    assert len(metrics) == 4
     bundle = read_bundle(tmp_path / "latest.tagan")
     assert bundle.model.provenance.iterations == 40
     assert bundle.model.provenance.training_data_fingerprint == train.fingerprint
@@ -444,8 +460,29 @@ def test_partial_labels_and_unlabelled_samples_train(tmp_path):
     labels = np.zeros(m1.shape, np.uint8)
     labels[:20, :20] = 1 + m1[:20, :20]
     ds = dataset_from_arrays(cfg, [c1, c2], [s1, s2], [labels, None])
-    summary = Trainer(fresh(cfg), ds, output_dir=tmp_path, iterations=3).run()
+    trainer = Trainer(fresh(cfg), ds, output_dir=tmp_path, iterations=3)
+    summary = trainer.run()
     assert summary.iterations == 3
+
+    # A batch without annotated pixels leaves S untouched (no Adam momentum step)...
+    def s_state():
+        return {k: v.clone() for k, v in trainer.model.segmenter.state_dict().items()}
+
+    batch = trainer._next_batch()
+    batch["weights"].zero_()
+    before = s_state()
+    g_before = next(trainer.model.generator.parameters()).clone()
+    losses = trainer.train_step(batch)
+    assert losses["S"] == 0.0 and losses["G_seg"] == 0.0
+    after = s_state()
+    params = [k for k in before if "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(before[k], after[k]) for k in params)
+    assert not torch.equal(g_before, next(trainer.model.generator.parameters()))
+    # ... while an annotated one trains it.
+    batch = trainer._next_batch()
+    batch["weights"].fill_(1.0)
+    trainer.train_step(batch)
+    assert not all(torch.equal(after[k], v) for k, v in s_state().items())
 
 
 @pytest.mark.parametrize(
@@ -519,3 +556,9 @@ def test_fine_tune_from_bundle_and_original_checkpoint(tmp_path):
     assert model.discriminator is None  # no D saved: the trainer builds a new one
     Trainer(model, train, output_dir=tmp_path / "ft2", iterations=1).run()
     assert read_bundle(tmp_path / "ft2" / "latest.tagan").model.discriminator is not None
+
+    # With D saved too, all three networks continue from the checkpoint.
+    torch.save(base.discriminator.state_dict(), ckpt / "latest_net_D.pth")
+    model = model_for_fine_tuning(ckpt, preset="axons")
+    assert weights_equal(model, base)
+    Trainer(model, train, output_dir=tmp_path / "ft3", iterations=1).run()

@@ -45,6 +45,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
     p.add_argument("--checkpoint-every", type=int, help="iterations between bundles")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
     p.add_argument(
+        "--no-deterministic",
+        action="store_true",
+        help="allow non-deterministic (faster) GPU kernels; a resumed run then differs slightly",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -117,6 +122,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
         model_for_fine_tuning,
     )
     from napari_tagan.core.training.distributed import launched_distributed
+    from napari_tagan.core.training.trainer import config_error_message
 
     overrides = parse_overrides(args.overrides)
     output = Path(args.output)
@@ -138,9 +144,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
         try:
             config = preset_config(args.preset, **overrides)
         except ValueError as exc:
-            raise InputError(
-                str(exc).splitlines()[0] if "\n" not in str(exc) else str(exc)
-            ) from exc
+            raise InputError(config_error_message(exc, "--set ")) from exc
         torch.manual_seed(0 if args.seed is None else args.seed)
         model = TAGANModel.from_config(config, with_discriminator=True)
     if model is not None and args.segmenter:
@@ -174,6 +178,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
         "checkpoint_every": args.checkpoint_every,
         "callbacks": callbacks,
         "amp": args.amp,
+        "deterministic": not args.no_deterministic,
     }
     if args.resume:
         kwargs["seed"] = args.seed

@@ -3,7 +3,8 @@
 One :class:`Trainer` serves the CLI, the napari widget and scripts. Per iteration (as the
 original):
 
-1. G makes a synthetic STED from the confocal;
+1. G makes a synthetic STED from the confocal; S segments the real STED (and, in step 3,
+   the synthetic one);
 2. D (conditional PatchGAN on confocal ⊕ STED) is updated on real vs synthetic (synthetic
    detached), ``λ_GAN × (GAN(real) + GAN(fake)) / 2`` (+ gradient penalty for wgangp);
 3. with D frozen, G is updated on ``λ_GAN × GAN(D(fake) → real) + λ_seg × seg(S(fake))``
@@ -44,7 +45,8 @@ from .schedules import LRSchedule
 
 LATEST = "latest.tagan"
 BEST = "best.tagan"
-METRIC_COLUMNS = ("iteration", "epoch", "psnr", "ssim", "dice", "iou")
+#: ``metrics.csv``: one row per validation (the first at iteration 0, before any update).
+METRIC_COLUMNS = ("iteration", "psnr", "ssim", "dice", "iou", "epoch")
 DEFAULT_CHECKPOINT_EVERY = 500
 
 #: Config fields that decide the networks' layouts: a fine-tune cannot change them.
@@ -171,7 +173,10 @@ class _CsvLog:
                 reader = csv.reader(fh)
                 header = next(reader, None)
                 if header == list(self.columns):
-                    rows = [r for r in reader if r and int(r[0]) <= keep_until]
+                    # A row cut short by a killed process has too few fields: dropped.
+                    n, last = len(self.columns), keep_until
+                    rows = [r for r in reader if len(r) == n and r[0].isdigit()]
+                    rows = [r for r in rows if int(r[0]) <= last]
         with open(self.path, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(self.columns)
@@ -232,8 +237,9 @@ class Trainer:
         Deterministic algorithms (and no cuDNN autotuning) during :meth:`run`: with the
         same seed, a run and a stopped-and-resumed run give identical weights on CPU.
     channels_last
-        Memory format of the networks' activations (faster convolutions on CPU and with
-        AMP on GPU). Default: True.
+        Memory format of the networks' activations. Default (None): channels-last on CUDA
+        (faster convolutions, above all with AMP), contiguous elsewhere (channels-last
+        convolutions measured 2–3× slower on CPU; ``benchmarks/bench_train.py``).
     best_metric
         Validation metric that selects ``best``: ``dice`` (default when S is evaluated)
         or ``psnr``/``ssim``; all are higher-is-better.
@@ -261,7 +267,7 @@ class Trainer:
         callbacks: TrainerCallbacks | None = None,
         amp: bool = False,
         deterministic: bool = True,
-        channels_last: bool = True,
+        channels_last: bool | None = None,
         best_metric: str = "auto",
         overwrite: bool = False,
         _resume_state: dict[str, Any] | None = None,
@@ -337,6 +343,8 @@ class Trainer:
                     cfg.init_type,
                     cfg.init_gain,
                 )
+        if channels_last is None:
+            channels_last = self.device.type == "cuda"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model.to(self.device)
         for net in model.networks().values():
@@ -405,7 +413,7 @@ class Trainer:
         self.loss_names = self._loss_names()
         self.losses_csv = _CsvLog(
             self.output_dir / "losses.csv",
-            ("iteration", "epoch", *self.loss_names, "lr"),
+            ("iteration", *self.loss_names, "lr", "epoch"),
             self.is_main,
         )
         self.metrics_csv = _CsvLog(self.output_dir / "metrics.csv", METRIC_COLUMNS, self.is_main)
@@ -450,7 +458,9 @@ class Trainer:
                 kwargs[key] = state[key]
         if kwargs.get("iterations") is None and kwargs.get("epochs") is None:
             kwargs["iterations"] = state["total"]
-        kwargs.setdefault("channels_last", state.get("channels_last", True))
+        if state.get("device_type") == resolve_device(kwargs.get("device") or "auto").type:
+            # Same kind of device: same memory format, so the continued run is bitwise equal.
+            kwargs.setdefault("channels_last", state.get("channels_last"))
         model = bundle.model
         model.source = state.get("origin", "")
         return cls(
@@ -485,6 +495,7 @@ class Trainer:
             "validate_every": self.validate_every,
             "checkpoint_every": self.checkpoint_every,
             "channels_last": self.memory_format == torch.channels_last,
+            "device_type": self.device.type,
             "world_size": self.world,
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedule": self.schedule.state_dict(),
@@ -577,6 +588,10 @@ class Trainer:
         every ``validate_every`` iterations and at the end.
         """
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            # Temporary files of bundle writes that a killed process left behind.
+            for stale in self.output_dir.glob(".*.tagan.*.part"):
+                stale.unlink(missing_ok=True)
         resumed = self._started
         self._started = True
         self.losses_csv.start(self.iteration if resumed else None)
@@ -655,6 +670,9 @@ class Trainer:
 
         with self._autocast():
             fake = self._g_train(g_input)
+            # S on the real STED, before S(fake) as the original (the order in which
+            # BatchNorm's running statistics see the two); its graph waits for S's step.
+            seg_real = self._s_train(real) if self._s_train is not None else None
 
         # D: real vs synthetic (detached), mean of the two terms.
         _set_requires_grad(d_net, True)
@@ -698,13 +716,17 @@ class Trainer:
         _set_requires_grad(d_net, True)
 
         # S: segment the real STED against the labels.
-        if self.train_segmenter:
-            assert self._s_train is not None and s_net is not None
+        # A batch without any annotated pixel (unlabelled samples only) leaves S as it
+        # is: a zero gradient would still move it through Adam's momentum.
+        if seg_real is not None:
+            assert s_net is not None
             _set_requires_grad(s_net, True)
             self.optimizers["segmenter"].zero_grad(set_to_none=True)
             with self._autocast():
-                out["S"] = masked_mse(self._s_train(real), targets, weights) * cfg.lambda_seg
-            self._backward_step(out["S"], "segmenter")
+                out["S"] = masked_mse(seg_real, targets, weights) * cfg.lambda_seg
+            labelled = self._has_annotation(weights)
+            if labelled or self.dist is not None:  # every DDP rank runs the same backward
+                self._backward_step(out["S"], "segmenter", step=labelled)
         if self.scaler.is_enabled():
             self.scaler.update()
 
@@ -730,14 +752,27 @@ class Trainer:
         t = torch.tensor(thresholds, device=seg_real.device, dtype=seg_real.dtype)
         return (seg_real > t[None, :, None, None]).float()
 
-    def _backward_step(self, loss: torch.Tensor, role: str) -> None:
+    def _has_annotation(self, weights: torch.Tensor | None) -> bool:
+        """Whether the batch (of every rank, under DDP) holds an annotated pixel."""
+        if weights is None:
+            return False
+        flag = (weights.amax() > 0).float().reshape(1)
+        if self.dist is not None:
+            import torch.distributed as dist
+
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item() > 0)
+
+    def _backward_step(self, loss: torch.Tensor, role: str, *, step: bool = True) -> None:
         opt = self.optimizers[role]
         if self.scaler.is_enabled():
             self.scaler.scale(loss).backward()
-            self.scaler.step(opt)
+            if step:
+                self.scaler.step(opt)
         else:
             loss.backward()
-            opt.step()
+            if step:
+                opt.step()
 
     # ------------------------------------------------------------------ reporting
 
@@ -864,6 +899,27 @@ class Trainer:
 # ---------------------------------------------------------------------- fine-tuning
 
 
+def config_error_message(exc: ValueError, prefix: str = "") -> str:
+    """One line naming each invalid config field and why (from a pydantic error).
+
+    ``prefix`` goes before each field name (the CLI passes ``"--set "``).
+    """
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    parts = []
+    for err in errors():
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        if loc:
+            value = err.get("input")
+            shown = value if isinstance(value, str) else repr(value)
+            parts.append(f"{prefix}{loc}={shown}: {msg}")
+        else:
+            parts.append(msg)
+    return "; ".join(parts) or str(exc).splitlines()[0]
+
+
 def model_for_fine_tuning(
     path: str | Path,
     *,
@@ -888,7 +944,7 @@ def model_for_fine_tuning(
         try:
             model.config = model.config.with_overrides(**overrides)
         except ValueError as exc:
-            raise InputError(f"invalid setting: {exc}") from exc
+            raise InputError(f"invalid setting: {config_error_message(exc)}") from exc
     return model
 
 
@@ -928,6 +984,7 @@ __all__ = [
     "Trainer",
     "TrainerCallbacks",
     "TrainingSummary",
+    "config_error_message",
     "load_pretrained_segmenter",
     "model_for_fine_tuning",
 ]

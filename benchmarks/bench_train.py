@@ -1,0 +1,190 @@
+"""Seconds per training iteration: the Trainer's step vs a plain eager reference step.
+
+Real sizes: batch 8, crop 128, ResNet-9 G (ngf 64), ResNet-6 S (nsf 64), 70×70 PatchGAN D
+(ndf 64), axons preset (BatchNorm, vanilla GAN, λ_seg 10). The reference is the original
+TA-GAN iteration written plainly (eager, contiguous tensors, default Adam, gradients
+zeroed in place): forward G, S(real), S(fake); D update on real vs detached fake; G update
+with D frozen, S's weight gradients computed and thrown away as the original does; S
+update. Both start from the same weights, step on the same batch with the same dropout
+seed per iteration, and alternate iteration by iteration in one process so that load
+from other processes affects both alike. At the end the two models' weights are compared:
+the same maths gives the same weights up to float rounding.
+
+    python benchmarks/bench_train.py                        # CPU
+    python benchmarks/bench_train.py --device cuda --amp    # GPU, mixed precision
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from napari_tagan.core import TAGANModel, preset_config
+from napari_tagan.core.device import resolve_device
+from napari_tagan.core.training import Trainer, dataset_from_arrays
+
+
+def reference_step(
+    model: TAGANModel, opts: dict, g_in, real, targets, lambda_seg: float
+) -> tuple[float, float, float]:
+    """The original's iteration, eager and plain."""
+    g, s, d = model.generator, model.segmenter, model.discriminator
+    fake = g(g_in)
+    seg_real = s(real)
+    seg_fake = s(fake)
+    for p in d.parameters():
+        p.requires_grad_(True)
+    opts["d"].zero_grad(set_to_none=False)
+    pred_fake = d(torch.cat([g_in, fake.detach()], 1))
+    loss_d_fake = F.binary_cross_entropy_with_logits(pred_fake, torch.zeros_like(pred_fake))
+    pred_real = d(torch.cat([g_in, real], 1))
+    loss_d_real = F.binary_cross_entropy_with_logits(pred_real, torch.ones_like(pred_real))
+    loss_d = 0.5 * (loss_d_fake + loss_d_real)
+    loss_d.backward()
+    opts["d"].step()
+    for p in d.parameters():
+        p.requires_grad_(False)
+    opts["g"].zero_grad(set_to_none=False)
+    pred = d(torch.cat([g_in, fake], 1))
+    loss_g = F.binary_cross_entropy_with_logits(pred, torch.ones_like(pred))
+    loss_g = loss_g + lambda_seg * F.mse_loss(seg_fake, targets)
+    loss_g.backward()
+    opts["g"].step()
+    opts["s"].zero_grad(set_to_none=False)
+    loss_s = lambda_seg * F.mse_loss(seg_real, targets)
+    loss_s.backward()
+    opts["s"].step()
+    for p in d.parameters():
+        p.requires_grad_(True)
+    return loss_d.item(), loss_g.item(), loss_s.item()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def max_relative_difference(a: TAGANModel, b: TAGANModel) -> float:
+    """Largest ‖a − b‖ / ‖a‖ over the parameter tensors of the three networks."""
+    worst = 0.0
+    for role, net in a.networks().items():
+        other = dict(getattr(b, role).named_parameters())
+        for name, p in net.named_parameters():
+            q = other[name].detach().float().cpu()
+            p = p.detach().float().cpu()
+            worst = max(worst, float((p - q).norm() / p.norm().clamp_min(1e-12)))
+    return worst
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (default cpu)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed iterations of each")
+    ap.add_argument("--iterations", type=int, default=3, help="timed iterations of each")
+    ap.add_argument("--amp", action="store_true", help="Trainer with mixed precision (CUDA)")
+    ap.add_argument(
+        "--channels-last",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="Trainer's memory format (auto: channels-last on CUDA only)",
+    )
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    cfg = preset_config("axons", batch_size=args.batch, crop_size=args.crop)
+
+    rng = np.random.default_rng(0)
+    size = args.crop + 32
+    conf = [rng.gamma(2.0, 30.0, (size, size)).astype(np.float32) for _ in range(args.batch)]
+    sted = [c * 0.7 for c in conf]
+    masks = [(c > 60)[None] for c in conf]
+    data = dataset_from_arrays(cfg, conf, sted, masks)
+
+    torch.manual_seed(0)
+    ref_model = TAGANModel.from_config(cfg, with_discriminator=True).to(device)
+    for net in ref_model.networks().values():
+        net.train()
+    ref_opts = {
+        k: torch.optim.Adam(n.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+        for k, n in (
+            ("g", ref_model.generator),
+            ("s", ref_model.segmenter),
+            ("d", ref_model.discriminator),
+        )
+    }
+    torch.manual_seed(0)
+    model = TAGANModel.from_config(cfg, with_discriminator=True)
+    channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
+    trainer = Trainer(
+        model,
+        data,
+        output_dir=tempfile.mkdtemp(prefix="bench_train_"),
+        iterations=10**6,
+        device=device,
+        amp=args.amp,
+        channels_last=channels_last,
+        # cuDNN autotuning on GPU; on CPU the flag changes nothing measurable.
+        deterministic=device.type != "cuda",
+    )
+    trainer._train_mode()
+    batch = trainer._next_batch()
+    g_in = batch["g_input"].contiguous()
+    real = batch["sted"].contiguous()
+    targets = batch["targets"].contiguous()
+
+    times: dict[str, list[float]] = {"reference": [], "trainer": []}
+    for i in range(args.warmup + args.iterations):
+        order = ("reference", "trainer") if i % 2 == 0 else ("trainer", "reference")
+        for name in order:
+            torch.manual_seed(1000 + i)  # the same dropout masks for both
+            sync(device)
+            t0 = time.perf_counter()
+            if name == "reference":
+                reference_step(ref_model, ref_opts, g_in, real, targets, cfg.lambda_seg)
+            else:
+                with trainer._determinism():
+                    trainer.train_step(batch)
+            sync(device)
+            dt = time.perf_counter() - t0
+            timed = i >= args.warmup
+            if timed:
+                times[name].append(dt)
+            print(f"{'timed' if timed else 'warm-up'} {name}: {dt:.3f} s", flush=True)
+    ref = statistics.median(times["reference"])
+    ours = statistics.median(times["trainer"])
+    result = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "batch": args.batch,
+        "crop": args.crop,
+        "amp": trainer.amp_dtype is not None,
+        "amp_dtype": str(trainer.amp_dtype) if trainer.amp_dtype is not None else None,
+        "channels_last": trainer.memory_format == torch.channels_last,
+        "warmup": args.warmup,
+        "iterations": args.iterations,
+        "reference_s_per_it": round(ref, 3),
+        "trainer_s_per_it": round(ours, 3),
+        "speedup": round(ref / ours, 3),
+        "reference_times": [round(t, 3) for t in times["reference"]],
+        "trainer_times": [round(t, 3) for t in times["trainer"]],
+        "max_relative_weight_difference": max_relative_difference(ref_model, model),
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
