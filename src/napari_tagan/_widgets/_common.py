@@ -60,12 +60,14 @@ def start_worker(
 
     The job's exceptions are caught inside the thread and reported once by
     :func:`report_error` (napari would otherwise show them a second time, with a
-    traceback). ``on_finished`` runs in every case.
+    traceback). ``on_finished`` runs in every case. The job's torch computations use all
+    cores but one (:func:`leave_a_core_for_the_viewer`).
     """
     from napari.qt.threading import create_worker
 
     def guarded() -> tuple[bool, Any]:
         try:
+            leave_a_core_for_the_viewer()
             return True, job()
         except Exception as exc:  # reported on the main thread, below
             return False, exc
@@ -82,6 +84,27 @@ def start_worker(
     worker.finished.connect(lambda *_: on_finished())
     worker.start()
     return worker
+
+
+def leave_a_core_for_the_viewer() -> int:
+    """Limit torch's intra-op threads *of the calling worker thread* to all cores but one.
+
+    Called at the start of each worker job. Under OpenMP the thread count is per calling
+    thread, so the viewer's own thread is untouched. A torch pool as wide as the machine
+    competes with the Qt event loop and Mesa's renderer for every core; on small machines
+    its spinning threads then stall each other (measured on 2 cores beside another busy
+    process: a tiny training iteration 0.1 s with one thread, up to 9 s with two). Returns
+    the thread count set.
+    """
+    import torch
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    threads = max(1, min(torch.get_num_threads(), cores - 1))
+    torch.set_num_threads(threads)
+    return threads
 
 
 class Relay(QObject):
@@ -135,8 +158,10 @@ def put_layer(viewer: napari.Viewer, data: Any, kwargs: dict[str, Any], layer_ty
     if existing is not None and type(existing).__name__.lower() == layer_type:
         if existing.ndim == np.ndim(data):
             existing.data = data
-            existing.scale = kwargs.get("scale", existing.scale)
-            existing.translate = kwargs.get("translate", existing.translate)
+            # Each transform change re-lays out the viewer's dims: only when they change.
+            for key in ("scale", "translate"):
+                if key in kwargs and not np.allclose(getattr(existing, key), kwargs[key]):
+                    setattr(existing, key, kwargs[key])
             existing.metadata = kwargs.get("metadata", {})
             if layer_type == "image":
                 if "contrast_limits" in kwargs:

@@ -1,0 +1,144 @@
+"""The Train widget: a tiny run previews, reports, stops on request, resumes, hands over."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+
+from napari_tagan._widgets._enhance import EnhanceWidget
+from napari_tagan._widgets._train import TrainWidget
+from napari_tagan.core import load_model
+from napari_tagan.core.training import LATEST
+
+pytestmark = pytest.mark.viewer
+WAIT_MS = 120_000
+
+
+@pytest.fixture(autouse=True)
+def _private_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_TAGAN_CONFIG_DIR", str(tmp_path / "settings"))
+
+
+def _add_set(viewer, name, seed, scale=(0.02, 0.02)):
+    rng = np.random.default_rng(seed)
+    truth = rng.random((64, 64)) > 0.8
+    sted = (truth * 120 + rng.poisson(10, (64, 64))).astype(np.uint16)
+    confocal = (sted.astype(np.float32) * 0.3 + rng.poisson(20, (64, 64))).astype(np.uint16)
+    labels = np.zeros((64, 64), np.uint8)
+    labels[:40] = np.where(truth[:40], 2, 1)  # partly annotated
+    viewer.add_image(confocal, name=f"{name} confocal", scale=scale)
+    viewer.add_image(sted, name=f"{name} STED", scale=scale)
+    viewer.add_labels(labels, name=f"{name} annotations", scale=scale)
+
+
+def _tiny(widget, output, iterations):
+    widget.preset.value = "axons"
+    widget.filters.value = 4
+    widget.iterations.value = iterations
+    widget.batch_size.value = 2
+    widget.crop.value = 32
+    widget.device.value = "cpu"
+    widget.output.value = str(output)
+    widget.preview_every.value = 2
+    widget.validate_every.value = 3
+    widget.checkpoint_every.value = 1000
+
+
+def test_tiny_training_run(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    _add_set(viewer, "a", 0)
+    _add_set(viewer, "b", 1)
+    enhance = EnhanceWidget(viewer)
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    # the first set is recognised by its layer names
+    row = widget.rows[0]
+    assert row.confocal.value.name == "b confocal"
+    assert row.sted.value.name == "b STED"
+    assert [x.name for x in row.labels.value] == ["b annotations"]
+    second = widget.add_set()
+    second.confocal.value = viewer.layers["a confocal"]
+    second.sted.value = viewer.layers["a STED"]
+    second.labels.value = [viewer.layers["a annotations"]]
+    widget.validation.value = 1  # set 2 held out
+    _tiny(widget, tmp_path / "run", iterations=6)
+
+    worker = widget.train()
+    assert worker is not None and widget.stop_button.enabled
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+
+    summary = widget.summary
+    assert summary is not None and summary.iterations == 6 and not summary.stopped_early
+    assert widget.history.iterations == [1, 2, 3, 4, 5, 6]
+    assert {"G", "D", "S"} <= set(widget.history.losses)
+    assert all(np.isfinite(widget.history.losses["G"]))
+    assert [it for it, _ in widget.history.validation] == [0, 3, 6]
+    assert "dice" in widget.history.validation[-1][1]
+    preview = viewer.layers["b confocal training preview"]
+    assert preview.data.shape == (64, 64) and preview.data.dtype == np.float32
+    np.testing.assert_allclose(preview.scale, (0.02, 0.02))
+    assert preview.metadata["tagan"]["iteration"] == 6
+    assert widget.progress.value == widget.progress.max
+    latest = tmp_path / "run" / LATEST
+    assert summary.latest == latest
+    model = load_model(latest)
+    assert model.config.preset == "axons" and model.provenance.iterations == 6
+    # handed to the Enhance widget
+    assert str(enhance.model_path.value) == str(latest)
+
+
+def test_stop_keeps_a_checkpoint_and_resume_continues(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    _add_set(viewer, "a", 0)
+    widget = TrainWidget(viewer)
+    widget.to_enhance.value = False
+    _tiny(widget, tmp_path / "run", iterations=100_000)
+    widget.train()
+    qtbot.waitUntil(lambda: len(widget.history.iterations) >= 2, timeout=WAIT_MS)
+    widget.stop()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    stopped = widget.summary
+    assert stopped.stopped_early and 2 <= stopped.iterations < 100_000
+    model = load_model(stopped.latest)
+    assert model.provenance.iterations == stopped.iterations
+
+    # Train again into the same folder: refused with a clear message, nothing overwritten
+    widget.iterations.value = stopped.iterations + 3
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.summary is None
+    assert load_model(stopped.latest).provenance.iterations == stopped.iterations
+
+    widget.resume_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.summary.iterations == stopped.iterations + 3
+    assert widget.history.iterations[0] == stopped.iterations + 1
+
+
+def test_event_loop_stays_responsive_while_training(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    _add_set(viewer, "a", 0)
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.to_enhance.value = False
+    _tiny(widget, tmp_path / "run", iterations=100_000)
+    widget.preview_every.value = 5
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    widget.train()
+    qtbot.waitUntil(lambda: len(widget.history.iterations) >= 1, timeout=WAIT_MS)
+    timer.start()
+    qtbot.waitUntil(lambda: len(widget.history.iterations) >= 40, timeout=WAIT_MS)
+    timer.stop()
+    widget.stop()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    gaps = np.diff(ticks)
+    assert len(gaps) > 20
+    print(f"event-loop gaps during training: max {gaps.max() * 1000:.0f} ms over {len(gaps)}")
+    assert gaps.max() < 0.1, f"longest event-loop stall {gaps.max() * 1000:.0f} ms"
