@@ -40,7 +40,12 @@ def test_every_contribution_is_discovered_and_importable(manifest):
     }
     assert [r.command for r in contributions.readers] == ["napari-tagan.read_tiff"]
     assert {tuple(w.layer_types) for w in contributions.writers} == {("image",), ("labels",)}
-    assert {s.key for s in contributions.sample_data} >= {"axons", "dendrites", "nanodomains"}
+    assert [s.key for s in contributions.sample_data] == [
+        "axons",
+        "dendrites",
+        "nanodomains",
+        "saureus",
+    ]
     for command in contributions.commands:
         assert callable(_resolve(command)), command.python_name
 
@@ -74,3 +79,20 @@ def test_startup_modules_do_not_import_torch():
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("key", "names"),
+    [
+        ("axons", ["axons confocal", "axons STED", "axons rings"]),
+        ("saureus", ["saureus brightfield", "saureus SIM", "saureus bacteria"]),
+    ],
+)
+def test_napari_opens_samples_through_the_plugin(key, names):
+    from napari.components import ViewerModel
+
+    viewer = ViewerModel()
+    viewer.open_sample("napari-tagan", key)
+    assert [layer.name for layer in viewer.layers] == names
+    assert [layer._type_string for layer in viewer.layers] == ["image", "image", "labels"]
+    assert viewer.layers[-1].metadata["tagan"]["classes"] == [names[-1].split()[-1]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from napari.utils.notifications import notification_manager
 
 from napari_tagan._widgets._annotate import AnnotateWidget
 from napari_tagan.core.training import labels_to_targets
@@ -85,5 +86,10 @@ def test_custom_classes_and_multichannel_images(make_napari_viewer):
     names = [layer.name for layer in widget.create()]
     assert names == ["syn annotations nuclei", "syn annotations membranes"]
 
+    # bad input: one clear notification, no layer
     widget.classes.value = " "
+    before = len(notification_manager.records), len(viewer.layers)
     assert widget.create() == []
+    messages = [str(n.message) for n in notification_manager.records[before[0] :]]
+    assert "Annotate: enter at least one class name" in messages
+    assert len(viewer.layers) == before[1]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import dask.array as da
 import numpy as np
 import pytest
 import torch
 from napari.utils.notifications import notification_manager
+from qtpy.QtCore import QTimer
 
 from napari_tagan._widgets._common import RecentModels
 from napari_tagan._widgets._enhance import EnhanceWidget, plan_planes
@@ -21,14 +24,47 @@ def _private_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_TAGAN_CONFIG_DIR", str(tmp_path / "settings"))
 
 
-def _bundle(tmp_path, preset="axons"):
-    torch.manual_seed(0)
-    model = TAGANModel.from_config(preset_config(preset, ngf=4, nsf=4, ndf=4))
-    # Non-trivial BatchNorm statistics, so eval and batch-statistics modes differ.
-    model.generator.train()
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The test thread's own torch work (references, fixtures) on one thread.
+
+    Tiny networks gain nothing from more, and a torch pool as wide as a small machine
+    crawls when other processes share its cores (the widgets' workers do the same).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def calibrated(model):
+    """Eval-mode BatchNorm statistics of real batches, so that outputs vary with the input.
+
+    With pix2pix's N(0, 0.02) weights and fresh running statistics a tiny untrained G
+    gives a near-constant image (every result would equal every other to 1e-3), and the
+    comparisons below would have no teeth.
+    """
+    for net in model.networks().values():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None
+        net.train()
     with torch.no_grad():
-        model.generator(torch.randn(2, model.config.input_nc, 32, 32))
-    return save_bundle(model.eval(), tmp_path / f"{preset}.tagan")
+        for _ in range(2):
+            g = model.generator(torch.randn(4, model.config.input_nc, 64, 64))
+            if model.segmenter is not None:
+                model.segmenter(g)
+    return model.eval()
+
+
+def _model(preset="axons", seed=0):
+    torch.manual_seed(seed)
+    return calibrated(TAGANModel.from_config(preset_config(preset, ngf=4, nsf=4, ndf=4)))
+
+
+def _bundle(tmp_path, preset="axons"):
+    return save_bundle(_model(preset), tmp_path / f"{preset}.tagan")
 
 
 @pytest.fixture
@@ -72,8 +108,10 @@ def test_enhance_2d_image(make_napari_viewer, qtbot, bundle, confocal):
         np.testing.assert_allclose(result.scale, (0.02, 0.02))
         np.testing.assert_allclose(result.translate, (5.0, 7.0))
     ref = _reference(bundle, confocal, mode="eval")
+    assert ref.synthetic_sted.std() > 1.0  # an image, not a constant
     np.testing.assert_allclose(sted.data, ref.synthetic_sted, rtol=1e-5, atol=1e-4)
     np.testing.assert_array_equal(seg.data, np.where(ref.segmentation[0] >= 0.5, 2, 1))
+    assert set(np.unique(seg.data)) == {1, 2}
     meta = sted.metadata["tagan"]
     assert meta["preset"] == "axons" and meta["mode"] == "eval" and meta["generations"] == 1
     assert meta["model"] == str(bundle) and meta["device"] == "cpu"
@@ -221,3 +259,80 @@ def test_plan_planes():
     assert len(plan.indices) == 6 and plan.out_lead == (2, 3)
     plan = plan_planes((4, 2, 8, 8), 3, "plane", (3, 0, 0, 0))
     assert plan.indices == [(3,)] and plan.lead_shape == (4,)
+
+
+def test_original_checkpoint_folder_with_epoch_and_preset(make_napari_viewer, qtbot, tmp_path):
+    folder = tmp_path / "experiment"
+    folder.mkdir()
+    for epoch, seed in (("100", 1), ("200", 2)):
+        model = _model("dendrites", seed)
+        torch.save(model.generator.state_dict(), folder / f"{epoch}_net_G.pth")
+        torch.save(model.segmenter.state_dict(), folder / f"{epoch}_net_S.pth")
+    rng = np.random.default_rng(3)
+    image = rng.gamma(2.0, 25.0, size=(64, 64)).astype(np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(image, name="dend", scale=(0.015, 0.015))
+    widget = EnhanceWidget(viewer)
+    widget.model_path.value = str(folder)  # as the folder button does
+    assert widget.epoch.enabled and list(widget.epoch.choices) == ["auto", "100", "200"]
+    widget.epoch.value = "100"
+    widget.preset.value = "dendrites"
+    widget.device.value = "cpu"
+    widget.tile.value = 32  # eval mode is tile-exact: same values as the whole image
+    _run(qtbot, widget)
+
+    ref = predict(load_model(folder, epoch="100", preset="dendrites"), image, device="cpu")
+    other = predict(load_model(folder, epoch="200"), image, device="cpu")
+    sted = viewer.layers["dend synthetic STED"]
+    np.testing.assert_allclose(sted.data, ref.synthetic_sted, rtol=1e-5, atol=1e-4)
+    assert not np.allclose(sted.data, other.synthetic_sted, atol=1e-3)
+    for k, cls in enumerate(("rings", "fibers")):
+        seg = viewer.layers[f"dend segmentation {cls}"]
+        np.testing.assert_array_equal(seg.data, np.where(ref.segmentation[k] >= 0.5, 2, 1))
+        assert seg.metadata["tagan"]["classes"] == [cls]
+    meta = sted.metadata["tagan"]
+    assert meta["model"] == str(folder) and meta["epoch"] == "100"
+    assert meta["preset"] == "dendrites"
+    assert RecentModels().load()[0] == {"path": str(folder), "epoch": "100", "preset": "dendrites"}
+
+    # choosing the recent entry again restores folder, epoch and preset
+    widget.use_model(tmp_path)  # something else
+    widget.recent_box.value = RecentModels().load()[0]
+    assert str(widget.model_path.value) == str(folder)
+    assert widget.epoch.value == "100" and widget.preset.value == "dendrites"
+
+
+def test_event_loop_stays_responsive_while_enhancing(make_napari_viewer, qtbot, bundle):
+    rng = np.random.default_rng(4)
+    stack = rng.gamma(2.0, 25.0, size=(24, 96, 96)).astype(np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="zs")
+    widget = EnhanceWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.use_model(bundle)
+    widget.device.value = "cpu"
+    widget.mode.value = "mc"
+    widget.generations.value = 4
+    widget.scope.value = "stack"
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    assert widget.run() is not None
+    # while the worker computes (the progress bar reaches its end just before it returns)
+    qtbot.waitUntil(lambda: widget.progress.value == widget.progress.max, timeout=WAIT_MS)
+    computing = np.diff(ticks)
+    # then the result layers are added on the main thread, one per event-loop turn
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    timer.stop()
+    adding = np.diff(ticks[len(computing) :])
+    assert viewer.layers["zs synthetic STED"].data.shape == (24, 96, 96)
+    assert "zs variability" in viewer.layers and "zs segmentation" in viewer.layers
+    print(
+        f"event-loop gaps while enhancing: max {computing.max() * 1000:.0f} ms over "
+        f"{len(computing)}; while adding the results: max {adding.max() * 1000:.0f} ms"
+    )
+    assert len(computing) > 20
+    assert computing.max() < 0.1, f"longest event-loop stall {computing.max() * 1000:.0f} ms"

@@ -6,11 +6,14 @@ import time
 
 import numpy as np
 import pytest
+import torch
+from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QTimer
 
+from napari_tagan._sample_data import sample_layers
 from napari_tagan._widgets._enhance import EnhanceWidget
-from napari_tagan._widgets._train import TrainWidget
-from napari_tagan.core import load_model
+from napari_tagan._widgets._train import TrainWidget, order_labels
+from napari_tagan.core import TAGANModel, load_model, preset_config, save_bundle
 from napari_tagan.core.training import LATEST
 
 pytestmark = pytest.mark.viewer
@@ -20,6 +23,19 @@ WAIT_MS = 120_000
 @pytest.fixture(autouse=True)
 def _private_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("NAPARI_TAGAN_CONFIG_DIR", str(tmp_path / "settings"))
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The test thread's own torch work (references, fixtures) on one thread.
+
+    Tiny networks gain nothing from more, and a torch pool as wide as a small machine
+    crawls when other processes share its cores (the widgets' workers do the same).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _add_set(viewer, name, seed, scale=(0.02, 0.02)):
@@ -77,6 +93,10 @@ def test_tiny_training_run(make_napari_viewer, qtbot, tmp_path):
     assert all(np.isfinite(widget.history.losses["G"]))
     assert [it for it, _ in widget.history.validation] == [0, 3, 6]
     assert "dice" in widget.history.validation[-1][1]
+    losses, validation = widget.plot.canvas.panels  # what the docked plot shows
+    assert {c.name for c in losses.curves} >= {"G", "D", "S"}
+    assert len(losses.curves[0].x) == 6
+    assert [c.name for c in validation.curves][:1] == ["dice"]
     preview = viewer.layers["b confocal training preview"]
     assert preview.data.shape == (64, 64) and preview.data.dtype == np.float32
     np.testing.assert_allclose(preview.scale, (0.02, 0.02))
@@ -107,9 +127,12 @@ def test_stop_keeps_a_checkpoint_and_resume_continues(make_napari_viewer, qtbot,
 
     # Train again into the same folder: refused with a clear message, nothing overwritten
     widget.iterations.value = stopped.iterations + 3
+    before = len(notification_manager.records)
     widget.train()
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
     assert widget.summary is None
+    messages = [str(n.message) for n in notification_manager.records[before:]]
+    assert any("Train: " in m and "already holds a training run" in m for m in messages)
     assert load_model(stopped.latest).provenance.iterations == stopped.iterations
 
     widget.resume_button.clicked.emit()
@@ -142,3 +165,67 @@ def test_event_loop_stays_responsive_while_training(make_napari_viewer, qtbot, t
     assert len(gaps) > 20
     print(f"event-loop gaps during training: max {gaps.max() * 1000:.0f} ms over {len(gaps)}")
     assert gaps.max() < 0.1, f"longest event-loop stall {gaps.max() * 1000:.0f} ms"
+
+
+def test_fine_tune_the_enhance_widgets_model(make_napari_viewer, qtbot, tmp_path):
+    torch.manual_seed(0)
+    start = TAGANModel.from_config(preset_config("axons", ngf=4, nsf=4, ndf=4))
+    bundle = save_bundle(start, tmp_path / "start.tagan")
+    viewer = make_napari_viewer()
+    _add_set(viewer, "a", 0)
+    enhance = EnhanceWidget(viewer)
+    enhance.use_model(bundle)
+    widget = TrainWidget(viewer)
+    _tiny(widget, tmp_path / "tuned", iterations=3)
+    widget.start.value = "file"
+    assert widget.model_path.enabled and not widget.preset.enabled
+    widget.from_enhance.clicked.emit()
+    assert str(widget.model_path.value) == str(bundle)
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.summary is not None and widget.summary.iterations == 3
+    tuned = load_model(widget.summary.latest)
+    assert tuned.config.ngf == 4 and tuned.provenance.iterations == 3
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(
+            start.generator.state_dict().values(),
+            tuned.generator.state_dict().values(),
+            strict=True,
+        )
+    ]
+    assert any(changed)  # trained from the file's weights, further
+    assert str(enhance.model_path.value) == str(widget.summary.latest)  # handed back
+
+
+def test_train_reports_bad_input(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)  # no layers at all
+    before = len(notification_manager.records)
+    assert widget.train() is None
+    messages = [str(n.message) for n in notification_manager.records[before:]]
+    assert any("Train: set 1: choose a confocal and a STED layer" in m for m in messages)
+    assert widget.train_button.enabled and not widget.running
+
+
+def test_per_class_layers_go_in_the_models_class_order():
+    from napari.layers import Labels
+
+    layers = [
+        Labels(data, **kw)
+        for data, kw, kind in sample_layers("dendrites", (64, 64))
+        if kind == "labels"
+    ]
+    reversed_layers = layers[::-1]  # as a layer list shows them: the last added on top
+    assert [x.name for x in order_labels(reversed_layers, ("rings", "fibers"))] == [
+        "dendrites rings",
+        "dendrites fibers",
+    ]
+    renamed = [
+        Labels(x.data, name=f"cell annotations {c}")
+        for x, c in zip(layers, ("rings", "fibers"), strict=True)
+    ][::-1]
+    assert [x.name for x in order_labels(renamed, ("rings", "fibers"))] == [
+        "cell annotations rings",
+        "cell annotations fibers",
+    ]

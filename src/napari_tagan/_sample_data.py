@@ -122,6 +122,11 @@ def sample_layers(
                     },
                     "metadata": {
                         **base_meta,
+                        # as the Annotate widget's layers: the Train widget orders by it
+                        "tagan": {
+                            "classes": [class_name],
+                            "convention": "0 not annotated, 1 background, 2.. classes",
+                        },
                         "class_name": class_name,
                         "label_values": {
                             "not annotated": NOT_ANNOTATED,

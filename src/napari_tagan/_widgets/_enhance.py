@@ -35,6 +35,7 @@ from ._common import (
     keep_choices_fresh,
     layers_of_type,
     put_layer,
+    report_error,
     spatial_kwargs,
     start_worker,
 )
@@ -286,6 +287,8 @@ class EnhanceWidget(Container):
         self._models: dict[tuple[Any, ...], TAGANModel] = {}
         self._stop = threading.Event()
         self._worker: Any = None
+        self._pending: list[tuple[Any, dict[str, Any], str]] = []
+        self._done_text = ""
         self._relay = Relay()
         self._relay.message.connect(self._on_progress)
 
@@ -416,7 +419,8 @@ class EnhanceWidget(Container):
 
     @property
     def running(self) -> bool:
-        return self._worker is not None
+        """A job is computing, or its results are still being added."""
+        return self._worker is not None or bool(self._pending)
 
     def run(self, *_: Any) -> Any:
         """Start enhancing in a worker thread; returns the worker (None if not started)."""
@@ -517,18 +521,47 @@ class EnhanceWidget(Container):
 
     def _on_returned(self, result: tuple[list[tuple[Any, dict[str, Any], str]], str]) -> None:
         layers, preset = result
-        for data, kwargs, layer_type in layers:
-            put_layer(self.viewer, data, kwargs, layer_type)
-        self.status.value = f"done ({preset} model): {', '.join(k['name'] for _, k, _ in layers)}"
+        self._pending = list(layers)
+        self._done_text = f"done ({preset} model): {', '.join(k['name'] for _, k, _ in layers)}"
+        self.status.value = "adding results…"
         self.recent_box.reset_choices()
+        self._insert_next()
+
+    def _insert_next(self) -> None:
+        """Add one result layer, then let the event loop run before the next one.
+
+        Adding a layer is napari's main-thread work (0.1-0.2 s for a new layer, its
+        controls and its GL visual); one per event-loop turn keeps the viewer painting
+        and answering in between.
+        """
+        from qtpy.QtCore import QTimer
+
+        if not self._pending:
+            return
+        data, kwargs, layer_type = self._pending.pop(0)
+        try:
+            put_layer(self.viewer, data, kwargs, layer_type)
+        except Exception as exc:  # e.g. a layer the user changed meanwhile
+            self._pending.clear()
+            report_error(exc, "Enhance")
+        if self._pending:
+            QTimer.singleShot(0, self._insert_next)
+        else:
+            if self.status.value == "adding results…":
+                self.status.value = self._done_text
+            self._settle()
 
     def _on_finished(self, *_: Any) -> None:
         self._worker = None
-        self.run_button.enabled = True
-        self.cancel_button.enabled = False
         if self._stop.is_set():
             self.status.value = "cancelled"
             self.progress.value = 0
+        self._settle()
+
+    def _settle(self) -> None:
+        if not self.running:
+            self.run_button.enabled = True
+            self.cancel_button.enabled = False
 
 
 def open_enhance_widgets(viewer: napari.viewer.Viewer) -> list[EnhanceWidget]:

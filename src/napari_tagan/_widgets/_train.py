@@ -50,6 +50,8 @@ PROGRESS_STEPS = 1000
 #: Seconds between redraws of the loss plot.
 PLOT_INTERVAL_S = 0.25
 PLOTTED_LOSSES = ("G", "D", "S", "G_seg")
+#: Layer-name endings of the low- and high-resolution images of a pair.
+PAIR_NAMES = (("confocal", "STED"), ("brightfield", "SIM"))
 
 
 # --- plain helpers -------------------------------------------------------------------------
@@ -75,6 +77,8 @@ def order_labels(layers: list[Labels], class_names: tuple[str, ...]) -> list[Lab
     by_class = {}
     for layer in layers:
         classes = (layer.metadata.get("tagan") or {}).get("classes") or []
+        if len(classes) != 1:  # else by name: "<image> annotations <class>", "<sample> <class>"
+            classes = [c for c in class_names if layer.name.endswith(f" {c}")]
         if len(classes) == 1:
             by_class[classes[0]] = layer
     if set(by_class) >= set(class_names):
@@ -162,13 +166,20 @@ class ImageSetRow(Container):
         self.guess()
 
     def guess(self) -> None:
-        """Pre-select layers by name: ``* confocal``, ``* STED`` and annotations."""
+        """Pre-select layers by name: ``* confocal``, ``* STED`` and annotations.
+
+        (or ``* brightfield`` and ``* SIM``, as the S. aureus sample).
+        """
         images = list(self.confocal.choices)
-        conf = next((x for x in images if x.name.lower().endswith("confocal")), None)
+        for low, _ in PAIR_NAMES:
+            conf = next((x for x in images if x.name.lower().endswith(low)), None)
+            if conf is not None:
+                break
         if conf is not None:
             self.confocal.value = conf
-            stem = conf.name[: -len("confocal")]
-            sted = next((x for x in images if x.name == f"{stem}STED"), None)
+            stem = conf.name[: -len(low)]
+            high = dict(PAIR_NAMES)[low]
+            sted = next((x for x in images if x.name.lower() == f"{stem}{high}".lower()), None)
             if sted is not None:
                 self.sted.value = sted
             labels = [x for x in self.labels.choices if x.name.startswith(stem)]
@@ -316,9 +327,14 @@ class TrainWidget(Container):
         from ._enhance import open_enhance_widgets
 
         for widget in open_enhance_widgets(self.viewer):
-            path = str(widget.model_path.value)
-            if path and Path(path).exists():
-                self.model_path.value = path
+            choice = widget.model_choice()
+            path = Path(choice.path)
+            if choice.path and path.exists():
+                if path.is_dir():  # an original checkpoint folder: the chosen epoch's G file
+                    from napari_tagan.core.checkpoints import find_original_checkpoint
+
+                    path = find_original_checkpoint(path, choice.epoch)["generator"]
+                self.model_path.value = str(path)
                 return
         from napari.utils.notifications import show_info
 
