@@ -32,10 +32,12 @@ from ._common import (
     Relay,
     call_with_supported,
     device_choices,
+    hold_full_collections,
     keep_choices_fresh,
     layers_of_type,
     put_layer,
     report_error,
+    side_by_side,
     spatial_kwargs,
     start_worker,
 )
@@ -288,6 +290,7 @@ class EnhanceWidget(Container):
         self._stop = threading.Event()
         self._worker: Any = None
         self._pending: list[tuple[Any, dict[str, Any], str]] = []
+        self._release_gc: Callable[[], None] = lambda: None
         self._done_text = ""
         self._relay = Relay()
         self._relay.message.connect(self._on_progress)
@@ -320,6 +323,7 @@ class EnhanceWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="progress", min=0, max=PROGRESS_STEPS, value=0)
         self.status = Label(label="", value="choose a model")
+        self.status.native.setWordWrap(True)
         self.extend(
             [
                 self.image,
@@ -335,8 +339,7 @@ class EnhanceWidget(Container):
                 self.seed,
                 self.scope,
                 self.segmentation,
-                self.run_button,
-                self.cancel_button,
+                side_by_side(self.run_button, self.cancel_button),
                 self.progress,
                 self.status,
             ]
@@ -481,6 +484,11 @@ class EnhanceWidget(Container):
                 "generations": settings["generations"],
                 "device": output.metadata.get("device", settings["device"]),
             }
+            if segmentation == "labels":
+                # napari builds a Labels layer's class table with pandas, imported on first
+                # use: 0.2 s on the main thread unless it is already imported, here.
+                import pandas  # noqa: F401
+
             layers = result_layers(
                 layer,
                 output,
@@ -522,7 +530,9 @@ class EnhanceWidget(Container):
     def _on_returned(self, result: tuple[list[tuple[Any, dict[str, Any], str]], str]) -> None:
         layers, preset = result
         self._pending = list(layers)
-        self._done_text = f"done ({preset} model): {', '.join(k['name'] for _, k, _ in layers)}"
+        # adding layers allocates a lot on the main thread: keep full collections short
+        self._release_gc = hold_full_collections()
+        self._done_text = f"done ({preset} model, {len(layers)} layers)"
         self.status.value = "adding results…"
         self.recent_box.reset_choices()
         self._insert_next()
@@ -545,7 +555,7 @@ class EnhanceWidget(Container):
             self._pending.clear()
             report_error(exc, "Enhance")
         if self._pending:
-            QTimer.singleShot(0, self._insert_next)
+            QTimer.singleShot(5, self._insert_next)
         else:
             if self.status.value == "adding results…":
                 self.status.value = self._done_text
@@ -559,6 +569,8 @@ class EnhanceWidget(Container):
         self._settle()
 
     def _settle(self) -> None:
+        if not self._pending:
+            self._release_gc()
         if not self.running:
             self.run_button.enabled = True
             self.cancel_button.enabled = False

@@ -38,6 +38,7 @@ from ._common import (
     keep_choices_fresh,
     layers_of_type,
     put_layer,
+    side_by_side,
     spatial_kwargs,
     start_worker,
 )
@@ -236,20 +237,38 @@ class TrainWidget(Container):
         self.crop = SpinBox(label="crop (0 = whole)", min=0, max=4096, step=16, value=128)
         self.device = ComboBox(label="device", choices=device_choices(), value="auto")
         self.output = FileEdit(label="output folder", mode="d", value=self._default_output())
-        self.preview_every = SpinBox(label="preview every", min=1, max=100_000, value=25)
-        self.validate_every = SpinBox(label="validate every", min=1, max=100_000, value=50)
-        self.checkpoint_every = SpinBox(label="checkpoint every", min=1, max=1_000_000, value=250)
+        self.preview_every = SpinBox(
+            label="preview",
+            min=1,
+            max=100_000,
+            value=25,
+            tooltip="Update the preview layer every this many iterations",
+        )
+        self.validate_every = SpinBox(
+            label="validate",
+            min=1,
+            max=100_000,
+            value=50,
+            tooltip="Validation metrics every this many iterations (with a held-out set)",
+        )
+        self.checkpoint_every = SpinBox(
+            label="save",
+            min=1,
+            max=1_000_000,
+            value=250,
+            tooltip="Save a checkpoint every this many iterations (Stop saves one too)",
+        )
         self.to_enhance = CheckBox(label="", text="load into Enhance when done", value=True)
         self.train_button = PushButton(text="Train")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.resume_button = PushButton(text="Resume")
         self.progress = ProgressBar(label="progress", min=0, max=PROGRESS_STEPS, value=0)
         self.status = Label(label="", value="add image sets, then Train")
+        self.status.native.setWordWrap(True)
         self.extend(
             [
                 self.sets,
-                self.add_set_button,
-                self.remove_set_button,
+                side_by_side(self.add_set_button, self.remove_set_button),
                 self.validation,
                 self.start,
                 self.preset,
@@ -261,13 +280,15 @@ class TrainWidget(Container):
                 self.crop,
                 self.device,
                 self.output,
-                self.preview_every,
-                self.validate_every,
-                self.checkpoint_every,
+                side_by_side(
+                    self.preview_every,
+                    self.validate_every,
+                    self.checkpoint_every,
+                    label="every (iterations)",
+                    labels=True,
+                ),
                 self.to_enhance,
-                self.train_button,
-                self.stop_button,
-                self.resume_button,
+                side_by_side(self.train_button, self.stop_button, self.resume_button),
                 self.progress,
                 self.status,
             ]
@@ -583,9 +604,12 @@ class TrainWidget(Container):
         self.summary = summary
         self.plot.draw(self.history)
         state = "stopped" if summary.stopped_early else "done"
+        latest = Path(summary.latest)
         self.status.value = (
-            f"{state} after {summary.iterations} iterations; model: {summary.latest}"
+            f"{state} after {summary.iterations} iterations; model saved as "
+            f"{latest.parent.name}/{latest.name}"
         )
+        self.status.tooltip = str(latest)
         if self.to_enhance.value:
             self._send_to_enhance(summary.latest, preset)
 
