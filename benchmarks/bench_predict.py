@@ -14,7 +14,9 @@ ngf 64, ResNet-6 S at nsf 64; random weights with calibrated BatchNorm statistic
 
 With ``--device cuda``: MP/s at 4096² in fp32 and with bf16/fp16 mixed precision.
 
-Run: ``flock /tmp/bench.lock python benchmarks/bench_predict.py [--quick]``.
+Run: ``flock /tmp/bench.lock python benchmarks/bench_predict.py [--quick]``; the 8192²
+RSS run alone takes about 40 min on 2 cores (``--rss-size 0`` skips it, ``--rss-only``
+runs only it).
 """
 
 from __future__ import annotations
@@ -177,7 +179,13 @@ def run_cpu(args: argparse.Namespace) -> None:
         f"max |Δ| STED {d_sted:.2e} (network units), segmentation {d_seg:.2e} (probability)",
         flush=True,
     )
-    # Peak RSS of a child predicting a large image.
+    if args.rss_size == 0:
+        return
+    run_rss(rss_side)
+
+
+def run_rss(rss_side: int) -> None:
+    """Peak RSS of a child process predicting a ``rss_side``² float32 image."""
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, __file__, "--child-rss", str(rss_side)], check=False, text=True
@@ -224,7 +232,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--rss-size", type=int, default=None, help="side of the RSS image")
+    parser.add_argument(
+        "--rss-size", type=int, default=None, help="side of the RSS image (0: skip the RSS run)"
+    )
+    parser.add_argument("--rss-only", action="store_true", help="only the RSS run")
     parser.add_argument("--child-rss", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_rss:
@@ -234,7 +245,9 @@ def main() -> None:
     os.environ.setdefault(
         "NAPARI_TAGAN_CACHE", os.path.join(tempfile.gettempdir(), "napari-tagan-bench")
     )
-    if args.device == "cuda":
+    if args.rss_only:
+        run_rss(args.rss_size or 8192)
+    elif args.device == "cuda":
         run_cuda(args)
     else:
         run_cpu(args)

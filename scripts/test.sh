@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/install-system-packages.sh
 bash scripts/setup.sh test
 . .venv/bin/activate
-ruff check src tests benchmarks scripts
-ruff format --check src tests benchmarks scripts
+ruff check src tests benchmarks scripts docs
+ruff format --check src tests benchmarks scripts docs
 python -m pytest "$@"

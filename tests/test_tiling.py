@@ -24,35 +24,13 @@ from napari_tagan.core.tiling import (
     tile_plan,
 )
 
-from conftest import tiny_model
+from conftest import calibrated, tiny_model
 
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path_factory, monkeypatch):
     # ONNX exports and measured receptive fields go to a per-session folder.
     monkeypatch.setenv("NAPARI_TAGAN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
-def calibrated(model):
-    """Eval-mode BatchNorm statistics of real batches (cumulative average over passes).
-
-    With pix2pix's N(0, 0.02) weights and fresh running statistics the signal dies out
-    within a few layers (far pixels change the output by < 1e-20); calibrated statistics
-    keep every layer near unit variance, so that a missing halo shows and the
-    exactness tests have teeth.
-    """
-    for net in model.networks().values():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None
-        net.train()
-    with torch.no_grad():
-        for _ in range(2):
-            g = model.generator(torch.randn(4, model.config.input_nc, 64, 64))
-            if model.segmenter is not None:
-                model.segmenter(g)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -15,47 +15,10 @@ from napari_tagan._widgets._common import RecentModels
 from napari_tagan._widgets._enhance import EnhanceWidget, plan_planes
 from napari_tagan.core import TAGANModel, load_model, predict, preset_config, save_bundle
 
-pytestmark = pytest.mark.viewer
+from conftest import calibrated
+
+pytestmark = [pytest.mark.viewer, pytest.mark.usefixtures("private_settings", "one_torch_thread")]
 WAIT_MS = 60_000
-
-
-@pytest.fixture(autouse=True)
-def _private_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_TAGAN_CONFIG_DIR", str(tmp_path / "settings"))
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The test thread's own torch work (references, fixtures) on one thread.
-
-    Tiny networks gain nothing from more, and a torch pool as wide as a small machine
-    crawls when other processes share its cores (the widgets' workers do the same).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def calibrated(model):
-    """Eval-mode BatchNorm statistics of real batches, so that outputs vary with the input.
-
-    With pix2pix's N(0, 0.02) weights and fresh running statistics a tiny untrained G
-    gives a near-constant image (every result would equal every other to 1e-3), and the
-    comparisons below would have no teeth.
-    """
-    for net in model.networks().values():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None
-        net.train()
-    with torch.no_grad():
-        for _ in range(2):
-            g = model.generator(torch.randn(4, model.config.input_nc, 64, 64))
-            if model.segmenter is not None:
-                model.segmenter(g)
-    return model.eval()
 
 
 def _model(preset="axons", seed=0):

@@ -16,26 +16,8 @@ from napari_tagan._widgets._train import TrainWidget, order_labels
 from napari_tagan.core import TAGANModel, load_model, preset_config, save_bundle
 from napari_tagan.core.training import LATEST
 
-pytestmark = pytest.mark.viewer
+pytestmark = [pytest.mark.viewer, pytest.mark.usefixtures("private_settings", "one_torch_thread")]
 WAIT_MS = 120_000
-
-
-@pytest.fixture(autouse=True)
-def _private_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_TAGAN_CONFIG_DIR", str(tmp_path / "settings"))
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The test thread's own torch work (references, fixtures) on one thread.
-
-    Tiny networks gain nothing from more, and a torch pool as wide as a small machine
-    crawls when other processes share its cores (the widgets' workers do the same).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _add_set(viewer, name, seed, scale=(0.02, 0.02)):

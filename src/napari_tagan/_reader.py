@@ -29,13 +29,14 @@ Non-TIFF, missing or unreadable files make :func:`napari_get_reader` return None
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .core.tiff import tiff_pixel_size
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
@@ -46,29 +47,6 @@ TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 LAZY_BYTES = 1 << 30
 #: Values a TA-GAN mask channel uses for "on".
 MASK_ON_VALUES = (1, 255, 32768, 65535)
-#: Micrometres per unit, for the units found in OME, ImageJ and TIFF resolution tags.
-UNIT_TO_UM = {
-    "m": 1e6,
-    "cm": 1e4,
-    "mm": 1e3,
-    "µm": 1.0,
-    "μm": 1.0,
-    "um": 1.0,
-    "micron": 1.0,
-    "microns": 1.0,
-    "micrometer": 1.0,
-    "micrometre": 1.0,
-    "millimeter": 1e3,
-    "centimeter": 1e4,
-    "meter": 1e6,
-    "nm": 1e-3,
-    "nanometer": 1e-3,
-    "nanometre": 1e-3,
-    "pm": 1e-6,
-    "å": 1e-4,
-    "inch": 25400.0,
-    "in": 25400.0,
-}
 
 
 @dataclass(frozen=True)
@@ -147,7 +125,7 @@ def read_one(path: str | os.PathLike[str]) -> list[LayerData]:
         axes = series.axes
         page = tif.pages[0]
         own = _own_metadata(tif)
-        pixel = _pixel_size(tif, axes)
+        pixel = tiff_pixel_size(tif, axes)
         lazy = series.size * series.dtype.itemsize > LAZY_BYTES
         if lazy:
             import dask.array as da
@@ -338,79 +316,3 @@ def _own_layer(path: Path, data: Any, own: dict[str, Any]) -> LayerData:
             if own.get(key) is not None:
                 kwargs[key] = own[key]
     return data, kwargs, layer_type
-
-
-# --- pixel sizes ---------------------------------------------------------------------------
-
-
-def _unit_um(unit: Any) -> float | None:
-    if unit is None:
-        return 1.0
-    key = str(unit).strip().lower().replace("\\u00b5", "µ")
-    return UNIT_TO_UM.get(key)
-
-
-def _pixel_size(tif: Any, axes: str) -> tuple[float, ...] | None:
-    """(Z, Y, X) or (Y, X) pixel size in µm, or None when the file does not state one."""
-    try:
-        if tif.is_ome and tif.ome_metadata:
-            size = _ome_pixel_size(tif.ome_metadata, axes)
-            if size:
-                return size
-        page = tif.pages[0]
-        res = _resolution_um(page)
-        if tif.is_imagej:
-            ij = tif.imagej_metadata or {}
-            factor = _unit_um(ij.get("unit") or "pixel")
-            if res is None or factor is None:
-                return None
-            yx = (res[0] * factor, res[1] * factor)
-            spacing = ij.get("spacing")
-            if "Z" in axes and spacing:
-                return (float(spacing) * factor, *yx)
-            return yx
-        unit = page.tags.get("ResolutionUnit")
-        unit_value = int(unit.value) if unit is not None else 2
-        factor = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}.get(unit_value)
-        if res is None or factor is None:
-            return None
-        return (res[0] * factor, res[1] * factor)
-    except Exception:  # metadata is a convenience: a broken tag must not block opening
-        return None
-
-
-def _resolution_um(page: Any) -> tuple[float, float] | None:
-    """Pixel size in "resolution units" from X/YResolution (pixels per unit)."""
-    xr, yr = page.tags.get("XResolution"), page.tags.get("YResolution")
-    if xr is None or yr is None:
-        return None
-    try:
-        x = xr.value[0] / xr.value[1]
-        y = yr.value[0] / yr.value[1]
-    except (TypeError, ZeroDivisionError, IndexError):
-        return None
-    if x <= 0 or y <= 0 or (x == 1 and y == 1):
-        return None  # tifffile writes 1/1 when no resolution was given
-    return (1.0 / y, 1.0 / x)
-
-
-def _ome_pixel_size(xml: str, axes: str) -> tuple[float, ...] | None:
-    root = ET.fromstring(xml)
-    pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels")), None)
-    if pixels is None:
-        return None
-
-    def size(axis: str) -> float | None:
-        value = pixels.get(f"PhysicalSize{axis}")
-        if value is None:
-            return None
-        factor = _unit_um(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
-        return None if factor is None else float(value) * factor
-
-    x, y = size("X"), size("Y")
-    if x is None or y is None:
-        return None
-    z = size("Z")
-    if "Z" in axes and z:
-        return (z, y, x)
-    return (y, x)

@@ -100,7 +100,7 @@ def _floats(value: Any, ndim: int, default: float) -> list[float]:
 
 def _to_um(units: Any, ndim: int) -> list[float]:
     """Factors from the layer's units to µm (pixels and unknown units are taken as µm)."""
-    from ._reader import UNIT_TO_UM
+    from .core.tiff import UNIT_TO_UM
 
     if units is None or isinstance(units, str):
         units = [units] * ndim

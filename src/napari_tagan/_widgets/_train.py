@@ -284,7 +284,7 @@ class TrainWidget(Container):
                     self.preview_every,
                     self.validate_every,
                     self.checkpoint_every,
-                    label="every (iterations)",
+                    label="every",
                     labels=True,
                 ),
                 self.to_enhance,

@@ -21,24 +21,28 @@ from .io import atomic_output
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
-#: Length units → micrometres.
+#: Micrometres per unit, for the units found in OME, ImageJ and TIFF resolution tags.
 UNIT_TO_UM: dict[str, float] = {
+    "m": 1e6,
+    "cm": 1e4,
+    "mm": 1e3,
     "µm": 1.0,
+    "μm": 1.0,
     "um": 1.0,
     "micron": 1.0,
+    "microns": 1.0,
     "micrometer": 1.0,
     "micrometre": 1.0,
+    "millimeter": 1e3,
+    "centimeter": 1e4,
+    "meter": 1e6,
     "nm": 1e-3,
     "nanometer": 1e-3,
     "nanometre": 1e-3,
-    "mm": 1e3,
-    "millimeter": 1e3,
-    "cm": 1e4,
-    "centimeter": 1e4,
-    "m": 1e6,
-    "meter": 1e6,
-    "pixel": 1.0,
-    "": 1.0,
+    "pm": 1e-6,
+    "å": 1e-4,
+    "inch": 25400.0,
+    "in": 25400.0,
 }
 
 
@@ -65,10 +69,44 @@ def image_name(path: Path) -> str:
 def _unit_um(unit: Any) -> float | None:
     if unit is None:
         return 1.0
-    return UNIT_TO_UM.get(str(unit).strip().lower().replace("\\u00b5", "µ"))
+    key = str(unit).strip().lower().replace("\\u00b5", "µ")
+    return UNIT_TO_UM.get(key)
+
+
+def tiff_pixel_size(tif: Any, axes: str = "YX") -> tuple[float, ...] | None:
+    """Pixel size in µm of an open ``tifffile.TiffFile``, or None when it states none.
+
+    (Z, Y, X) when ``axes`` has a Z and the file states the spacing, else (Y, X).
+    """
+    try:
+        if tif.is_ome and tif.ome_metadata:
+            size = _ome_pixel_size(tif.ome_metadata, axes)
+            if size:
+                return size
+        page = tif.pages[0]
+        res = _resolution_um(page)
+        if tif.is_imagej:
+            ij = tif.imagej_metadata or {}
+            factor = _unit_um(ij.get("unit") or "pixel")
+            if res is None or factor is None:
+                return None
+            yx = (res[0] * factor, res[1] * factor)
+            spacing = ij.get("spacing")
+            if "Z" in axes and spacing:
+                return (float(spacing) * factor, *yx)
+            return yx
+        unit = page.tags.get("ResolutionUnit")
+        unit_value = int(unit.value) if unit is not None else 2
+        factor = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}.get(unit_value)
+        if res is None or factor is None:
+            return None
+        return (res[0] * factor, res[1] * factor)
+    except Exception:  # metadata is a convenience: a broken tag must not block opening
+        return None
 
 
 def _resolution_um(page: Any) -> tuple[float, float] | None:
+    """Pixel size in "resolution units" from X/YResolution (pixels per unit)."""
     xr, yr = page.tags.get("XResolution"), page.tags.get("YResolution")
     if xr is None or yr is None:
         return None
@@ -82,7 +120,7 @@ def _resolution_um(page: Any) -> tuple[float, float] | None:
     return (1.0 / y, 1.0 / x)
 
 
-def _ome_pixel_size(xml: str) -> tuple[float, ...] | None:
+def _ome_pixel_size(xml: str, axes: str) -> tuple[float, ...] | None:
     root = ET.fromstring(xml)
     pixels = next((el for el in root.iter() if el.tag.endswith("}Pixels")), None)
     if pixels is None:
@@ -90,35 +128,18 @@ def _ome_pixel_size(xml: str) -> tuple[float, ...] | None:
 
     def size(axis: str) -> float | None:
         value = pixels.get(f"PhysicalSize{axis}")
+        if value is None:
+            return None
         factor = _unit_um(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
-        return None if value is None or factor is None else float(value) * factor
+        return None if factor is None else float(value) * factor
 
     x, y = size("X"), size("Y")
-    return None if x is None or y is None else (y, x)
-
-
-def tiff_pixel_size(tif: Any) -> tuple[float, float] | None:
-    """(Y, X) pixel size in µm of an open ``tifffile.TiffFile``, or None if unstated."""
-    try:
-        if tif.is_ome and tif.ome_metadata:
-            size = _ome_pixel_size(tif.ome_metadata)
-            if size:
-                return size  # type: ignore[return-value]
-        page = tif.pages[0]
-        res = _resolution_um(page)
-        if res is None:
-            return None
-        if tif.is_imagej:
-            factor = _unit_um((tif.imagej_metadata or {}).get("unit") or "pixel")
-        else:
-            unit = page.tags.get("ResolutionUnit")
-            code = int(unit.value) if unit is not None else 2
-            factor = {2: 25400.0, 3: 1e4, 4: 1e3, 5: 1.0}.get(code)
-        if factor is None:
-            return None
-        return (res[0] * factor, res[1] * factor)
-    except Exception:  # metadata is a convenience: a broken tag must not block reading
+    if x is None or y is None:
         return None
+    z = size("Z")
+    if "Z" in axes and z:
+        return (z, y, x)
+    return (y, x)
 
 
 def read_tiff(path: str | os.PathLike[str]) -> ImageSource:
