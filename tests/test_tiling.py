@@ -324,3 +324,42 @@ def test_bad_arguments(model):
         predict(model, image, precision="fp16", device="cpu")
     with pytest.raises(InputError, match="unknown axes"):
         predict(model, image, axes="XYZ")
+
+
+class _MemoryLimited(torch.nn.Module):
+    """A network on a device that runs out of memory above ``max_pixels`` per input."""
+
+    def __init__(self, net: torch.nn.Module, max_pixels: int) -> None:
+        super().__init__()
+        self.net = net
+        self.max_pixels = max_pixels
+        self.sides: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sides.append(max(x.shape[-2:]))
+        if x.shape[-2] * x.shape[-1] > self.max_pixels:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.net(x)
+
+
+def test_out_of_memory_retries_with_smaller_tiles(model):
+    import copy
+
+    image = np.random.default_rng(8).gamma(2.0, 30.0, size=(360, 360)).astype(np.float32)
+    whole = predict(model, image, backend="eager")
+    limited = copy.deepcopy(model)
+    # windows are tile + 2 halos (84 px): 240² holds a 48-pixel tile, not a 92-pixel one
+    limited.generator = _MemoryLimited(limited.generator, max_pixels=240 * 240)
+    with pytest.warns(RuntimeWarning, match="out of memory on cpu with"):
+        result = predict(limited, image, backend="eager", halo=default_halo("resnet_9blocks"))
+    sides = limited.generator.sides
+    assert sides[0] >= 360 and sides[-1] <= 240
+    assert np.abs(_network_units(result) - _network_units(whole)).max() <= 1e-4
+    np.testing.assert_allclose(result.segmentation, whole.segmentation, atol=5e-5)
+    assert result.metadata["tile"]["generator"] < 92
+
+    # a device too small for the smallest useful tile: one clear error, not a loop
+    tiny = copy.deepcopy(model)
+    tiny.generator = _MemoryLimited(tiny.generator, max_pixels=4)
+    with pytest.warns(RuntimeWarning), pytest.raises(Exception, match="out of memory on cpu even"):
+        predict(tiny, image, backend="eager")
