@@ -189,3 +189,18 @@ def test_error_contract_in_a_real_process(tmp_path, bundle, confocal):
     )
     # the good image was written completely; nothing of the bad one, no temporary files
     assert sorted(p.name for p in out.iterdir()) == ["good_seg.tif", "good_sted.tif"]
+
+
+def test_warnings_are_one_line_and_the_run_goes_on(tmp_path, bundle, confocal, capsys):
+    """16-bit intensities for an 8-bit (legacy8) model: warned, in one line, still written."""
+    bright = (confocal.astype(np.float32) * 40 + 300).astype(np.uint16)
+    path = _write_tiff(tmp_path / "bright.tif", bright)
+    out = str(tmp_path / "out")
+    args = ["predict", str(path), "--model", str(bundle), "--output", out, "--no-progress"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "warning" in line]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("napari-tagan predict: warning: 100% of the image's pixels")
+    assert "Warning" not in err and ".py" not in err
+    assert (tmp_path / "out" / "bright_sted.tif").is_file()

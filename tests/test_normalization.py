@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -11,6 +14,8 @@ from hypothesis.extra.numpy import arrays
 
 from napari_tagan.core.config import NormalizationSpec
 from napari_tagan.core.normalization import (
+    CLIPPED_WARNING_FRACTION,
+    ClippingWarning,
     compute_stats,
     denormalize,
     legacy8,
@@ -44,7 +49,9 @@ def _rule(x):
 )
 def test_legacy8_matches_the_original_rule(values, dtype):
     img = np.array(values, dtype=dtype).reshape(1, 1, -1)
-    y, stats = normalize(img, LEGACY)
+    clipped = (np.asarray(values) > 255).mean() > CLIPPED_WARNING_FRACTION
+    with pytest.warns(ClippingWarning) if clipped else contextlib.nullcontext():
+        y, stats = normalize(img, LEGACY)
     np.testing.assert_allclose(y, _rule(img), atol=1e-6)
     assert y.dtype == np.float32
     assert stats.lo == (0.0,) and stats.hi == (255.0,)
@@ -94,7 +101,8 @@ def test_minmax_to_unit_range_and_legacy8_minmax():
     img = np.array([[[10.0, 20.0], [30.0, 300.0]]], np.float32)
     y, _ = normalize(img, NormalizationSpec(kind="minmax", out_range=(0.0, 1.0)))
     np.testing.assert_allclose(y.ravel(), [0.0, 10 / 290, 20 / 290, 1.0], atol=1e-6)
-    y, stats = normalize(img, NormalizationSpec(kind="legacy8_minmax"))
+    with pytest.warns(ClippingWarning, match="25% of the image's pixels are above 255"):
+        y, stats = normalize(img, NormalizationSpec(kind="legacy8_minmax"))
     assert stats.lo == (10.0,) and stats.hi == (255.0,)  # 300 is clipped first
     np.testing.assert_allclose(y.ravel(), [-1.0, -1 + 2 * 10 / 245, -1 + 2 * 20 / 245, 1.0])
 
@@ -144,3 +152,18 @@ def test_masks_to_target_and_probabilities():
 def test_bad_shape_message():
     with pytest.raises(ValueError, match=r"expected a \(C, Y, X\) image"):
         compute_stats(np.zeros((4, 4)), LEGACY)
+
+
+def test_legacy8_warns_once_much_of_an_image_is_clipped():
+    """16-bit data given to an 8-bit model: a warning that says what to do, not silence."""
+    rng = np.random.default_rng(0)
+    dim = rng.integers(0, 256, size=(1, 300, 300)).astype(np.uint16)
+    dim[0, 0, :200] = 4000  # 0.2 % saturated pixels: normal for fluorescence
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        normalize(dim, LEGACY)
+        normalize(dim * 100, NormalizationSpec())  # percentile: nothing is clipped
+    bright = dim * 16
+    with pytest.warns(ClippingWarning, match=r"9\d% of the image's pixels are above 255.*"
+                      r"normalization.kind=percentile"):  # fmt: skip
+        normalize(bright, LEGACY)

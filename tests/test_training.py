@@ -14,6 +14,7 @@ from scipy import ndimage
 
 from napari_tagan.core import TAGANModel, preset_config, read_bundle, save_bundle
 from napari_tagan.core.errors import InputError
+from napari_tagan.core.normalization import ClippingWarning
 from napari_tagan.core.simulate import simulate, write_dataset
 from napari_tagan.core.training import (
     BatchSampler,
@@ -131,13 +132,15 @@ def test_bad_labels_are_explained(labels, n, match):
 def test_dataset_from_arrays_normalizes_each_image():
     cfg = tiny()
     conf = np.array([[0, 255], [100, 300]], np.float32)
-    ds = dataset_from_arrays(cfg, [conf], [conf * 0.5], [None])
+    with pytest.warns(ClippingWarning, match="25%"):  # 300 is clipped (legacy8)
+        ds = dataset_from_arrays(cfg, [conf], [conf * 0.5], [None])
     s = ds[0]
     assert s.confocal.shape == (1, 2, 2) and s.sted.shape == (1, 2, 2)
     np.testing.assert_allclose(s.confocal[0], [[-1, 1], [100 / 127.5 - 1, 1]], atol=1e-6)
     assert s.targets is None and not ds.has_targets
     assert len(ds.fingerprint) == 64
-    other = dataset_from_arrays(cfg, [conf + 1], [conf * 0.5], [None])
+    with pytest.warns(ClippingWarning):
+        other = dataset_from_arrays(cfg, [conf + 1], [conf * 0.5], [None])
     assert other.fingerprint != ds.fingerprint
 
 

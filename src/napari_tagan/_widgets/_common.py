@@ -61,7 +61,8 @@ def start_worker(
 
     The job's exceptions are caught inside the thread and reported once by
     :func:`report_error` (napari would otherwise show them a second time, with a
-    traceback). ``on_finished`` runs in every case. The job's torch computations use all
+    traceback); warnings the job raises from this package become warning notifications.
+    ``on_finished`` runs in every case. The job's torch computations use all
     cores but one (:func:`leave_a_core_for_the_viewer`).
     """
     from napari.qt.threading import create_worker
@@ -86,8 +87,17 @@ def start_worker(
         release()
         on_finished()
 
+    def warned(args: tuple) -> None:
+        # Our warnings (e.g. clipped intensities) as notifications; libraries' stay in logs.
+        from napari.utils.notifications import show_warning
+
+        message, _category, filename = args[:3]
+        if "napari_tagan" in str(filename):
+            show_warning(f"{what}: {message}")
+
     worker = create_worker(guarded, _start_thread=False, _ignore_errors=True)
     worker.returned.connect(returned)
+    worker.warned.connect(warned)
     worker.finished.connect(finished)
     worker.start()
     return worker

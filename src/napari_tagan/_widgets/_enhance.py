@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,9 +144,11 @@ def enhance_planes(
     Planes are read one at a time (``np.asarray(data[index])``), so dask and zarr layers
     are never loaded whole. ``progress(fraction)`` follows the core's own progress.
     """
+    from napari_tagan.core.normalization import ClippingWarning
     from napari_tagan.core.predict import predict
 
     n = len(plan.indices)
+    clipped: list[str] = []
     sted = seg = var = None
     result = None
     for i, index in enumerate(plan.indices):
@@ -157,14 +160,21 @@ def enhance_planes(
             if progress is not None:
                 progress((i + done / max(total, 1)) / n)
 
-        result = call_with_supported(
-            predict,
-            model,
-            plane,
-            progress=plane_progress,
-            should_stop=should_stop,
-            **predict_kwargs,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = call_with_supported(
+                predict,
+                model,
+                plane,
+                progress=plane_progress,
+                should_stop=should_stop,
+                **predict_kwargs,
+            )
+        for w in caught:  # one clipping warning per stack, not one per plane
+            if issubclass(w.category, ClippingWarning):
+                clipped.append(str(w.message))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         out_index = tuple(idx - off for idx, off in zip(index, plan.offset, strict=True))
         if sted is None:
             sted = np.zeros(plan.out_lead + result.synthetic_sted.shape, np.float32)
@@ -181,6 +191,9 @@ def enhance_planes(
         if progress is not None:
             progress((i + 1) / n)
     assert sted is not None and result is not None
+    if clipped:
+        where = f" (in {len(clipped)} of {n} planes)" if n > 1 else ""
+        warnings.warn(f"{clipped[0]}{where}", ClippingWarning, stacklevel=2)
     metadata = dict(result.metadata)
     if n > 1:  # per-plane statistics; the last plane's would mislead
         metadata.pop("normalization_stats", None)

@@ -8,8 +8,11 @@ line on stderr and exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from napari_tagan import __version__
 
@@ -38,10 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-tagan`` script; returns the exit status."""
-    from napari_tagan.core.errors import TaganError
-
     parser = build_parser()
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        # our warnings are for the user: shown (once each), one line, no source line
+        warnings.filterwarnings("default", module=r"napari_tagan\b")
+        warnings.showwarning = functools.partial(_show_warning, args.command)
+        return _run(args)
+
+
+def _show_warning(command: str, message: Any, category: type, *_: Any, **__: Any) -> None:
+    print(f"napari-tagan {command}: warning: {message}", file=sys.stderr)
+
+
+def _run(args: Any) -> int:
+    from napari_tagan.core.errors import TaganError
+
     try:
         return int(args.func(args) or 0)
     except TaganError as exc:

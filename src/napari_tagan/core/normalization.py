@@ -8,6 +8,7 @@ with ``(a, b)`` the output range and ``(lo, hi)`` per channel.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,12 @@ from .config import NormalizationSpec
 #: Percentiles of images larger than this (pixels per channel) are estimated on a regular
 #: subsample, which keeps them O(1) in memory and time for whole-slide images.
 PERCENTILE_SAMPLE_LIMIT = 1 << 22
+#: ``legacy8`` warns when more than this fraction of an image's pixels is clipped at 255.
+CLIPPED_WARNING_FRACTION = 0.01
+
+
+class ClippingWarning(UserWarning):
+    """Much of an image lies above the 8-bit range that ``legacy8`` normalization keeps."""
 
 
 @dataclass(frozen=True)
@@ -45,18 +52,36 @@ def _reduce(array: Any, how: str) -> float:
     return float(np.asarray(getattr(array, how)()))
 
 
+def _subsample(channel: Any) -> np.ndarray:
+    """The channel, or a regular subsample of it when it is large (numpy)."""
+    size = int(np.prod(channel.shape))
+    step = max(1, int(np.ceil(np.sqrt(size / PERCENTILE_SAMPLE_LIMIT))))
+    return np.asarray(channel[::step, ::step], dtype=np.float32)
+
+
+def _warn_if_clipped(channel: Any, spec: NormalizationSpec) -> None:
+    clipped = float(np.mean(_subsample(channel) > 255.0))
+    if clipped > CLIPPED_WARNING_FRACTION:
+        warnings.warn(
+            f"{clipped:.0%} of the image's pixels are above 255 and are clipped by the "
+            f"{spec.kind} normalization (the original TA-GAN's 8-bit conversion, which its "
+            "models expect): rescale such images to 0-255 for these models, or train new "
+            "ones with percentile normalization (normalization.kind=percentile)",
+            ClippingWarning,
+            stacklevel=4,
+        )
+
+
 def _channel_range(channel: Any, spec: NormalizationSpec) -> tuple[float, float]:
     if spec.kind in ("legacy8", "legacy8_minmax"):
+        _warn_if_clipped(channel, spec)
         if spec.kind == "legacy8":
             return 0.0, 255.0
         lo, hi = _reduce(channel, "min"), _reduce(channel, "max")
         return float(legacy8(np.float32(lo))), float(legacy8(np.float32(hi)))
     if spec.kind == "minmax":
         return _reduce(channel, "min"), _reduce(channel, "max")
-    size = int(np.prod(channel.shape))
-    step = max(1, int(np.ceil(np.sqrt(size / PERCENTILE_SAMPLE_LIMIT))))
-    sample = np.asarray(channel[::step, ::step], dtype=np.float32)
-    lo, hi = np.percentile(sample, [spec.p_low, spec.p_high])
+    lo, hi = np.percentile(_subsample(channel), [spec.p_low, spec.p_high])
     return float(lo), float(hi)
 
 
