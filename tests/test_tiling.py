@@ -316,6 +316,31 @@ def test_onnx_backend_matches_eager(model):
         predict(model, image, backend="onnx", mode="mc", generations=2)
 
 
+@pytest.mark.skipif(not onnx_available(), reason="onnxruntime not installed")
+def test_sessions_with_large_arenas_are_let_go_after_their_pass(model, monkeypatch):
+    """G's ONNX arena must not stay allocated while S runs, nor after prediction."""
+    import importlib
+
+    from napari_tagan.core import backends
+
+    engine = importlib.import_module("napari_tagan.core.predict")
+    image = np.random.default_rng(9).gamma(2.0, 30.0, size=(64, 64)).astype(np.float32)
+    backends._SESSIONS.clear()
+    first = predict(model, image, backend="onnx")
+    assert len(backends._SESSIONS) == 2  # small windows: G's and S's sessions stay cached
+    # windows above the threshold: each session is dropped once its pass is done
+    monkeypatch.setattr(engine, "RELEASE_ARENA_BYTES", 64 * 64)
+    backends._SESSIONS.clear()
+    second = predict(model, image, backend="onnx")
+    assert len(backends._SESSIONS) == 0
+    np.testing.assert_array_equal(second.synthetic_sted, first.synthetic_sted)
+    np.testing.assert_array_equal(second.segmentation, first.segmentation)
+    # and a tiled pass still runs every tile with its session (dropped only at the end)
+    tiled = predict(model, image, backend="onnx", tile=32)
+    assert np.abs(tiled.synthetic_sted - first.synthetic_sted).max() <= 1e-4 * 127.5
+    assert len(backends._SESSIONS) == 0
+
+
 def test_bad_arguments(model):
     image = np.ones((16, 16), np.float32)
     with pytest.raises(InputError, match="unknown backend"):

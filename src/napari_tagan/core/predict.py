@@ -22,7 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backends import BACKENDS, check_precision, has_cached_export, make_runner, onnx_available
+from .backends import (
+    BACKENDS,
+    check_precision,
+    forget_session,
+    has_cached_export,
+    make_runner,
+    onnx_available,
+)
 from .device import resolve_device
 from .errors import InputError, TaganError
 from .model import TAGANModel
@@ -259,6 +266,10 @@ ProgressCallback = Callable[[int, int], None]
 #: Stack layouts accepted through ``axes`` (the leading Z or T axis is run plane by plane).
 AXES: tuple[str, ...] = ("YX", "CYX", "ZYX", "TYX", "ZCYX", "TCYX")
 
+#: ONNX sessions whose windows need more activation memory than this are dropped after
+#: each pass, which frees their arenas (:func:`~napari_tagan.core.backends.forget_session`).
+RELEASE_ARENA_BYTES = 256 << 20
+
 #: Results larger than this (bytes, all outputs together) go to disk-backed memmaps.
 MEMMAP_THRESHOLD = 1 << 30
 
@@ -473,6 +484,20 @@ class _Engine:
             )
         return self.runners[net.role]
 
+    def release_large_arena(self, net: _Network, tiles: list[Tile]) -> None:
+        """After a pass with large windows, let ONNX Runtime's arena go (see forget_session).
+
+        Otherwise G's activations stay allocated while S runs, and in the session cache
+        after prediction; small windows keep their sessions (stacks of small planes).
+        """
+        h, w = tiles[0].window_shape
+        if h * w * self.bytes_per_pixel(net) < RELEASE_ARENA_BYTES:
+            return
+        run = self.runners.pop(net.role, None)
+        session = getattr(run, "session", None)
+        if session is not None:
+            forget_session(session)
+
     def tick(self) -> None:
         self.done += 1
         if self.progress is not None:
@@ -530,6 +555,7 @@ class _Engine:
             self.tiles_used[net.role] = self.tile_side(net, padded)
             try:
                 self.run_pass(net, *args, tiles)
+                self.release_large_arena(net, tiles)
                 return
             except Exception as exc:
                 if not _is_oom(exc) or self.mode == "original":
