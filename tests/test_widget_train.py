@@ -211,3 +211,28 @@ def test_per_class_layers_go_in_the_models_class_order():
         "cell annotations rings",
         "cell annotations fibers",
     ]
+
+
+def test_clipped_16_bit_data_warns_once_per_training(make_napari_viewer, qtbot, tmp_path):
+    """Images, validation and every preview would each warn: the user sees it once."""
+    viewer = make_napari_viewer()
+    _add_set(viewer, "a", 0)
+    _add_set(viewer, "b", 1)
+    for layer in list(viewer.layers):
+        if layer.name.endswith(("confocal", "STED")):
+            layer.data = layer.data * 40  # 16-bit range for an 8-bit (legacy8) preset
+    widget = TrainWidget(viewer)
+    _tiny(widget, tmp_path / "run", iterations=4)
+    widget.preview_every.value = 1
+    second = widget.add_set()
+    second.confocal.value = viewer.layers["a confocal"]
+    second.sted.value = viewer.layers["a STED"]
+    widget.validation.value = 1
+    before = len(notification_manager.records)
+    assert widget.train() is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.summary is not None and widget.summary.iterations == 4
+    messages = [str(n.message) for n in notification_manager.records[before:]]
+    clipped = [m for m in messages if "are above 255" in m]
+    assert len(clipped) == 1, messages
+    assert clipped[0].startswith("Train: ") and "normalization.kind=percentile" in clipped[0]

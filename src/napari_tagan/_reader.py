@@ -36,12 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from .core.tiff import tiff_pixel_size
+from .core.tiff import TIFF_SUFFIXES, tiff_pixel_size
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
 
-TIFF_SUFFIXES = (".tif", ".tiff")
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 #: Files larger than this open as lazy dask arrays (read plane by plane on demand).
 LAZY_BYTES = 1 << 30

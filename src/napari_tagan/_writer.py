@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._reader import TIFF_SUFFIXES
+from .core.tiff import TIFF_SUFFIXES
 
 
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

@@ -81,25 +81,33 @@ def start_worker(
         else:
             report_error(value, what)
 
+    shown: set[type] = set()
+
+    def warned(args: tuple) -> None:
+        # Our warnings (e.g. clipped intensities) as notifications, each kind once per job
+        # (a stack's planes, a training's previews repeat them); libraries' are left out.
+        from napari.utils.notifications import show_warning
+
+        message, category, filename = args[:3]
+        if "napari_tagan" in str(filename) and category not in shown:
+            shown.add(category)
+            show_warning(f"{what}: {message}")
+
+    worker = create_worker(guarded, _start_thread=False, _ignore_errors=True)
+    worker.returned.connect(returned)
+    worker.warned.connect(warned)
     release = hold_full_collections()
 
     def finished(*_: Any) -> None:
         release()
         on_finished()
 
-    def warned(args: tuple) -> None:
-        # Our warnings (e.g. clipped intensities) as notifications; libraries' stay in logs.
-        from napari.utils.notifications import show_warning
-
-        message, _category, filename = args[:3]
-        if "napari_tagan" in str(filename):
-            show_warning(f"{what}: {message}")
-
-    worker = create_worker(guarded, _start_thread=False, _ignore_errors=True)
-    worker.returned.connect(returned)
-    worker.warned.connect(warned)
     worker.finished.connect(finished)
-    worker.start()
+    try:
+        worker.start()
+    except BaseException:
+        release()
+        raise
     return worker
 
 

@@ -9,8 +9,8 @@ as layers named after the input, with its scale and translate. Everything below 
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
-import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +43,8 @@ from ._common import (
     start_worker,
 )
 from ._labels import class_colour, probability_to_annotation
+
+log = logging.getLogger("napari_tagan")
 
 if TYPE_CHECKING:
     import napari
@@ -144,11 +146,9 @@ def enhance_planes(
     Planes are read one at a time (``np.asarray(data[index])``), so dask and zarr layers
     are never loaded whole. ``progress(fraction)`` follows the core's own progress.
     """
-    from napari_tagan.core.normalization import ClippingWarning
     from napari_tagan.core.predict import predict
 
     n = len(plan.indices)
-    clipped: list[str] = []
     sted = seg = var = None
     result = None
     for i, index in enumerate(plan.indices):
@@ -160,21 +160,14 @@ def enhance_planes(
             if progress is not None:
                 progress((i + done / max(total, 1)) / n)
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            result = call_with_supported(
-                predict,
-                model,
-                plane,
-                progress=plane_progress,
-                should_stop=should_stop,
-                **predict_kwargs,
-            )
-        for w in caught:  # one clipping warning per stack, not one per plane
-            if issubclass(w.category, ClippingWarning):
-                clipped.append(str(w.message))
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        result = call_with_supported(
+            predict,
+            model,
+            plane,
+            progress=plane_progress,
+            should_stop=should_stop,
+            **predict_kwargs,
+        )
         out_index = tuple(idx - off for idx, off in zip(index, plan.offset, strict=True))
         if sted is None:
             sted = np.zeros(plan.out_lead + result.synthetic_sted.shape, np.float32)
@@ -191,9 +184,6 @@ def enhance_planes(
         if progress is not None:
             progress((i + 1) / n)
     assert sted is not None and result is not None
-    if clipped:
-        where = f" (in {len(clipped)} of {n} planes)" if n > 1 else ""
-        warnings.warn(f"{clipped[0]}{where}", ClippingWarning, stacklevel=2)
     metadata = dict(result.metadata)
     if n > 1:  # per-plane statistics; the last plane's would mislead
         metadata.pop("normalization_stats", None)
@@ -542,12 +532,16 @@ class EnhanceWidget(Container):
 
     def _on_returned(self, result: tuple[list[tuple[Any, dict[str, Any], str]], str]) -> None:
         layers, preset = result
+        self.cancel_button.enabled = False  # computed: what is left is adding the layers
+        self._done_text = f"done ({preset} model, {len(layers)} layers)"
+        self.status.value = "adding results…"
+        try:
+            self.recent_box.reset_choices()
+        except Exception:  # the recent-models list must not keep the results out
+            log.exception("could not refresh the recent models")
         self._pending = list(layers)
         # adding layers allocates a lot on the main thread: keep full collections short
         self._release_gc = hold_full_collections()
-        self._done_text = f"done ({preset} model, {len(layers)} layers)"
-        self.status.value = "adding results…"
-        self.recent_box.reset_choices()
         self._insert_next()
 
     def _insert_next(self) -> None:
@@ -566,6 +560,7 @@ class EnhanceWidget(Container):
             put_layer(self.viewer, data, kwargs, layer_type)
         except Exception as exc:  # e.g. a layer the user changed meanwhile
             self._pending.clear()
+            self.status.value = f"could not add {kwargs['name']!r}; see the notification"
             report_error(exc, "Enhance")
         if self._pending:
             QTimer.singleShot(5, self._insert_next)

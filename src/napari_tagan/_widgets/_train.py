@@ -38,6 +38,7 @@ from ._common import (
     keep_choices_fresh,
     layers_of_type,
     put_layer,
+    report_error,
     side_by_side,
     spatial_kwargs,
     start_worker,
@@ -345,18 +346,25 @@ class TrainWidget(Container):
         self.crop.value = cfg.crop_size
 
     def _use_enhance_model(self, *_: Any) -> None:
+        from napari_tagan.core.errors import TaganError
+
         from ._enhance import open_enhance_widgets
 
         for widget in open_enhance_widgets(self.viewer):
             choice = widget.model_choice()
             path = Path(choice.path)
-            if choice.path and path.exists():
-                if path.is_dir():  # an original checkpoint folder: the chosen epoch's G file
-                    from napari_tagan.core.checkpoints import find_original_checkpoint
+            if choice.path in ("", ".") or not path.exists():
+                continue  # this Enhance widget has no model yet
+            if path.is_dir():  # an original checkpoint folder: the chosen epoch's G file
+                from napari_tagan.core.checkpoints import find_original_checkpoint
 
+                try:
                     path = find_original_checkpoint(path, choice.epoch)["generator"]
-                self.model_path.value = str(path)
-                return
+                except TaganError as exc:
+                    report_error(exc, "Train")
+                    return
+            self.model_path.value = str(path)
+            return
         from napari.utils.notifications import show_info
 
         show_info("Train: no model chosen in an open Enhance widget")

@@ -46,12 +46,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         # our warnings are for the user: shown (once each), one line, no source line
         warnings.filterwarnings("default", module=r"napari_tagan\b")
-        warnings.showwarning = functools.partial(_show_warning, args.command)
+        warnings.showwarning = functools.partial(_show_warning, args.command, warnings.showwarning)
         return _run(args)
 
 
-def _show_warning(command: str, message: Any, category: type, *_: Any, **__: Any) -> None:
-    print(f"napari-tagan {command}: warning: {message}", file=sys.stderr)
+def _show_warning(
+    command: str, original: Any, message: Any, category: type, filename: str, *rest: Any
+) -> None:
+    if "napari_tagan" not in str(filename):  # libraries' warnings as Python shows them
+        original(message, category, filename, *rest)
+        return
+    from tqdm import tqdm  # beside a progress bar, not through it
+
+    tqdm.write(f"napari-tagan {command}: warning: {message}", file=sys.stderr)
 
 
 def _run(args: Any) -> int:

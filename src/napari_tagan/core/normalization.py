@@ -60,6 +60,11 @@ def _subsample(channel: Any) -> np.ndarray:
 
 
 def _warn_if_clipped(channel: Any, spec: NormalizationSpec) -> None:
+    if not isinstance(channel, np.ndarray):
+        return  # lazy (dask, zarr): a subsample would read every chunk just for this
+    kind = channel.dtype.kind
+    if kind == "b" or (kind in "iu" and np.iinfo(channel.dtype).max <= 255):
+        return  # 8-bit data cannot exceed the range
     clipped = float(np.mean(_subsample(channel) > 255.0))
     if clipped > CLIPPED_WARNING_FRACTION:
         warnings.warn(

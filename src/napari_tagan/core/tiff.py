@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .io import atomic_output
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -264,6 +263,8 @@ def write_float32_tiff(
         own["unit"] = "µm"
     if provenance:
         own["metadata"] = {"tagan": json.loads(json.dumps(provenance, default=str))}
+    from .io import atomic_output  # not at import: the reader imports this module
+
     with atomic_output(target) as tmp:
         tifffile.imwrite(
             tmp,
