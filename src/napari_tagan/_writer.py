@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .core.tiff import TIFF_SUFFIXES
+from .core.tiff import TIFF_SUFFIXES, write_tagged_tiff
 
 
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
@@ -31,10 +31,6 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 
 def write_layer(path: str | Path, data: Any, meta: dict[str, Any], layer_type: str) -> Path:
     """Write ``data`` with the layer state ``meta`` (as napari passes it) to a TIFF."""
-    import tifffile
-
-    from napari_tagan.core.io import atomic_output
-
     target = Path(path)
     if target.suffix.lower() not in TIFF_SUFFIXES:
         target = target.with_name(target.name + ".tif")
@@ -73,18 +69,15 @@ def write_layer(path: str | Path, data: Any, meta: dict[str, Any], layer_type: s
         if isinstance(meta.get("blending"), str):
             own["blending"] = meta["blending"]
 
-    kwargs: dict[str, Any] = {
-        "metadata": {"axes": _axes(array.ndim, rgb), "napari_tagan": own},
-        "photometric": "rgb" if rgb else "minisblack",
-    }
     sy, sx = scale[-2], scale[-1]
-    if sy > 0 and sx > 0 and (sy, sx) != (1.0, 1.0):
-        # Pixels per centimetre from µm per pixel: the standard unit Fiji understands.
-        kwargs["resolution"] = (1e4 / sx, 1e4 / sy)
-        kwargs["resolutionunit"] = "CENTIMETER"
-    with atomic_output(target) as tmp:
-        tifffile.imwrite(tmp, array, **kwargs)
-    return target
+    return write_tagged_tiff(
+        target,
+        array,
+        axes=_axes(array.ndim, rgb),
+        own=own,
+        pixel_yx=(sy, sx) if (sy, sx) != (1.0, 1.0) else None,
+        photometric="rgb" if rgb else "minisblack",
+    )
 
 
 def _axes(ndim: int, rgb: bool) -> str:

@@ -249,28 +249,47 @@ def write_float32_tiff(
     The pixel size goes into the resolution tags (pixels per cm); ``name`` and
     ``provenance`` into the JSON description that this package's napari reader shows.
     """
-    import tifffile
-
     target = Path(path)
     data = np.asarray(array, dtype=np.float32)
     own: dict[str, Any] = {"layer_type": "image", "name": name or target.stem}
-    kwargs: dict[str, Any] = {}
+    pixel_yx = None
     if pixel_size and len(pixel_size) >= 2 and min(pixel_size[-2:]) > 0:
-        sy, sx = (float(v) for v in pixel_size[-2:])
-        kwargs["resolution"] = (1e4 / sx, 1e4 / sy)
-        kwargs["resolutionunit"] = "CENTIMETER"
-        own["scale"] = [1.0] * (data.ndim - 2) + [sy, sx]
+        pixel_yx = (float(pixel_size[-2]), float(pixel_size[-1]))
+        own["scale"] = [1.0] * (data.ndim - 2) + list(pixel_yx)
         own["unit"] = "µm"
     if provenance:
         own["metadata"] = {"tagan": json.loads(json.dumps(provenance, default=str))}
+    return write_tagged_tiff(target, data, axes=axes, own=own, pixel_yx=pixel_yx)
+
+
+def write_tagged_tiff(
+    path: str | os.PathLike[str],
+    array: np.ndarray,
+    *,
+    axes: str,
+    own: dict[str, Any],
+    pixel_yx: tuple[float, float] | None = None,
+    photometric: str = "minisblack",
+) -> Path:
+    """Write ``array`` atomically with this package's description and the pixel size.
+
+    ``own`` (layer type, name, scale, provenance…) goes into the JSON description that
+    this package's reader turns back into a layer; ``pixel_yx`` (µm) into the resolution
+    tags, in pixels per centimetre, the unit Fiji reads.
+    """
+    import tifffile
+
     from .io import atomic_output  # not at import: the reader imports this module
 
+    kwargs: dict[str, Any] = {
+        "metadata": {"axes": axes, "napari_tagan": own},
+        "photometric": photometric,
+    }
+    if pixel_yx is not None and min(pixel_yx) > 0:
+        sy, sx = pixel_yx
+        kwargs["resolution"] = (1e4 / sx, 1e4 / sy)
+        kwargs["resolutionunit"] = "CENTIMETER"
+    target = Path(path)
     with atomic_output(target) as tmp:
-        tifffile.imwrite(
-            tmp,
-            data,
-            photometric="minisblack",
-            metadata={"axes": axes, "napari_tagan": own},
-            **kwargs,
-        )
+        tifffile.imwrite(tmp, array, **kwargs)
     return target
