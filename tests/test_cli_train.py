@@ -90,6 +90,8 @@ def test_cli_missing_data(tmp_path, capsys):
         ("gan_mode=hinge", "--set gan_mode=hinge: Input should be 'vanilla', 'lsgan' or 'wgangp'"),
         ("lr=-1", "--set lr=-1: Input should be greater than 0"),
         ("input_nc=5", "input_nc must be 1"),
+        ("normalization.kind=zscore", "--set normalization.kind=zscore: Input should be"),
+        ("normalization.bogus=1", "--set normalization.bogus=1: Extra inputs are not permitted"),
     ],
 )
 def test_cli_bad_values_are_one_line(dataset, tmp_path, capsys, setting, message):
@@ -160,3 +162,18 @@ def test_killed_during_a_checkpoint_write_keeps_the_previous_one(dataset, tmp_pa
     assert main([*resume, "--iterations", str(saved + 1), "--no-progress"]) == 0
     assert read_bundle(out / "latest.tagan").training_state["iteration"] == saved + 1
     assert not [p for p in os.scandir(out) if p.name.endswith(".part")]
+
+
+def test_set_one_key_of_a_sub_config():
+    """``--set normalization.kind=percentile`` keeps the preset's other normalization keys."""
+    from napari_tagan.cli.train import parse_overrides
+    from napari_tagan.core import preset_config
+
+    overrides = parse_overrides(
+        ["normalization.kind=percentile", "normalization.p_high=99.5", "ngf=8"]
+    )
+    assert overrides == {"normalization": {"kind": "percentile", "p_high": 99.5}, "ngf": 8}
+    config = preset_config("saureus", **overrides)
+    assert config.normalization.kind == "percentile" and config.normalization.p_high == 99.5
+    assert config.normalization.out_range == (0.0, 1.0)  # S. aureus' range is kept
+    assert config.ngf == 8

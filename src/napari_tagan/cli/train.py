@@ -55,7 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config field, e.g. --set ngf=16 --set lambda_seg=5",
+        help="override a config field, e.g. --set ngf=16 --set lambda_seg=5 "
+        "--set normalization.kind=percentile",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -72,16 +73,20 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise InputError(f"--set expects KEY=VALUE, got {item!r}")
-        if key not in ModelConfig.model_fields:
+        field, _, sub = key.partition(".")
+        if field not in ModelConfig.model_fields:
             raise InputError(
-                f"--set {key}: no such config field; fields: "
+                f"--set {field}: no such config field; fields: "
                 + ", ".join(sorted(ModelConfig.model_fields))
             )
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        out[key] = value
+        if sub:  # normalization.kind=percentile: one key of a sub-config
+            out.setdefault(field, {})[sub] = value
+        else:
+            out[key] = value
     return out
 
 

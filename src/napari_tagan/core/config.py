@@ -153,6 +153,9 @@ class ModelConfig(BaseModel):
     def with_overrides(self, **overrides: Any) -> ModelConfig:
         """Return a validated copy with some fields replaced (e.g. from ``--set``).
 
+        A dict for a sub-config (``normalization={"kind": "percentile"}``) changes only the
+        keys it gives.
+
         Changing ``image_channels`` alone also adapts the fields that follow from it
         (``input_nc``, ``output_nc``, ``channel_names``) unless they are given too.
         """
@@ -165,7 +168,11 @@ class ModelConfig(BaseModel):
             if n != len(self.channel_names):
                 names = ("confocal",) if n == 1 else tuple(f"channel {i}" for i in range(n))
                 overrides.setdefault("channel_names", names)
-        data.update(overrides)
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}  # a sub-config: change only what is given
+            else:
+                data[key] = value
         return ModelConfig.model_validate(data)
 
 
