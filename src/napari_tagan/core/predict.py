@@ -25,7 +25,6 @@ from torch import nn
 from .backends import (
     BACKENDS,
     check_precision,
-    forget_session,
     has_cached_export,
     make_runner,
     onnx_available,
@@ -266,10 +265,6 @@ ProgressCallback = Callable[[int, int], None]
 #: Stack layouts accepted through ``axes`` (the leading Z or T axis is run plane by plane).
 AXES: tuple[str, ...] = ("YX", "CYX", "ZYX", "TYX", "ZCYX", "TCYX")
 
-#: ONNX sessions whose windows need more activation memory than this are dropped after
-#: each pass, which frees their arenas (:func:`~napari_tagan.core.backends.forget_session`).
-RELEASE_ARENA_BYTES = 256 << 20
-
 #: Results larger than this (bytes, all outputs together) go to disk-backed memmaps.
 MEMMAP_THRESHOLD = 1 << 30
 
@@ -321,10 +316,10 @@ def whole_image_budget(device: torch.device) -> int:
 def activation_bytes_per_pixel(width: int, backend: str) -> float:
     """Peak activation memory of one ResNet/U-Net forward per input pixel (bytes).
 
-    Measured (peak RSS growth of a 768² forward, ``width`` 64): eager ResNet-9 ≈ 680 B/px
-    (≈ 2.7 full-resolution feature maps of ``width`` float32 channels); ONNX Runtime,
-    G then S with arena shrinkage after each run, ≈ 1.27 kB/px at 768² and ≈ 1.55 kB/px
-    at 2048² (its arena and blocked layouts). A margin is added on top of both.
+    Measured (peak RSS growth of a forward, ``width`` 64): eager ResNet-9 ≈ 680 B/px at
+    768² (≈ 2.7 full-resolution feature maps of ``width`` float32 channels); ONNX Runtime
+    without its memory arena ≈ 0.96 kB/px for G or S on a 1000² window (its blocked
+    layouts). A margin is added on top of both.
     """
     maps = 6.0 if backend == "onnx" else 3.5
     return 4.0 * maps * width + 64.0
@@ -484,20 +479,6 @@ class _Engine:
             )
         return self.runners[net.role]
 
-    def release_large_arena(self, net: _Network, tiles: list[Tile]) -> None:
-        """After a pass with large windows, let ONNX Runtime's arena go (see forget_session).
-
-        Otherwise G's activations stay allocated while S runs, and in the session cache
-        after prediction; small windows keep their sessions (stacks of small planes).
-        """
-        h, w = tiles[0].window_shape
-        if h * w * self.bytes_per_pixel(net) < RELEASE_ARENA_BYTES:
-            return
-        run = self.runners.pop(net.role, None)
-        session = getattr(run, "session", None)
-        if session is not None:
-            forget_session(session)
-
     def tick(self) -> None:
         self.done += 1
         if self.progress is not None:
@@ -555,7 +536,6 @@ class _Engine:
             self.tiles_used[net.role] = self.tile_side(net, padded)
             try:
                 self.run_pass(net, *args, tiles)
-                self.release_large_arena(net, tiles)
                 return
             except Exception as exc:
                 if not _is_oom(exc) or self.mode == "original":
