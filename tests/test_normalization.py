@@ -86,6 +86,18 @@ def test_affine_kinds_round_trip(image, kind):
                 assert y[c].max() == pytest.approx(1.0, abs=1e-5)
 
 
+def test_subnormal_ranges_count_as_empty():
+    """A range whose reciprocal overflows float32 maps to the low end, without warnings."""
+    image = np.full((1, 4, 4), 1e-45, np.float32)
+    image[0, 0, 0] = 0.0
+    for kind in ("minmax", "percentile"):
+        spec = NormalizationSpec(kind=kind, p_low=2.0, p_high=98.0)
+        y, stats = normalize(image, spec)
+        assert stats.hi[0] == stats.lo[0] + 1.0
+        assert np.isfinite(y).all() and np.abs(y - -1.0).max() < 1e-6
+        np.testing.assert_allclose(denormalize(y, spec, stats), image, atol=1e-6)
+
+
 def test_percentile_maps_percentiles_to_range_ends_per_channel():
     rng = np.random.default_rng(1)
     img = np.stack([rng.normal(100, 10, (64, 64)), rng.normal(5, 1, (64, 64))]).astype(np.float32)

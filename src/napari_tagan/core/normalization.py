@@ -94,15 +94,16 @@ def _channel_range(channel: Any, spec: NormalizationSpec) -> tuple[float, float]
 def compute_stats(image: Any, spec: NormalizationSpec) -> NormStats:
     """Per-channel statistics of a (C, Y, X) image (numpy or dask) for ``spec``.
 
-    A channel whose range is empty (constant image) gets ``hi = lo + 1`` so that it maps
-    to the low end instead of dividing by zero.
+    A channel whose range is empty (constant image) or below float32's smallest normal
+    number (whose reciprocal overflows) gets ``hi = lo + 1`` so that it maps to the low
+    end instead of dividing by zero.
     """
     if len(image.shape) != 3:
         raise ValueError(f"expected a (C, Y, X) image, got shape {tuple(image.shape)}")
     los, his = [], []
     for c in range(image.shape[0]):
         lo, hi = _channel_range(image[c], spec)
-        if not hi > lo:
+        if not float(np.float32(hi) - np.float32(lo)) >= float(np.finfo(np.float32).tiny):
             hi = lo + 1.0
         los.append(lo)
         his.append(hi)

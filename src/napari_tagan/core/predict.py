@@ -265,6 +265,10 @@ ProgressCallback = Callable[[int, int], None]
 #: Stack layouts accepted through ``axes`` (the leading Z or T axis is run plane by plane).
 AXES: tuple[str, ...] = ("YX", "CYX", "ZYX", "TYX", "ZCYX", "TCYX")
 
+#: After a pass whose windows need more activation memory than this (bytes, estimated),
+#: the memory is given back to the system (:meth:`_Engine.release_memory`).
+RELEASE_ARENA_BYTES = 256 << 20
+
 #: Results larger than this (bytes, all outputs together) go to disk-backed memmaps.
 MEMMAP_THRESHOLD = 1 << 30
 
@@ -290,13 +294,13 @@ def _available_memory() -> int:
 def default_memory_budget(device: torch.device) -> int:
     """Bytes of network activations one tile (or batch of tiles) may use on ``device``.
 
-    CPU/MPS: a quarter of physical memory, at most 1.5 GiB (which keeps an 8192² image
+    CPU/MPS: a quarter of physical memory, at most 1.25 GiB (which keeps an 8192² image
     under 3 GB of peak RSS with its outputs); CUDA: 60 % of the free device memory.
     """
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free * 0.6)
-    return int(min(1.5 * (1 << 30), _physical_memory() / 4))
+    return int(min(1.25 * (1 << 30), _physical_memory() / 4))
 
 
 def whole_image_budget(device: torch.device) -> int:
@@ -317,9 +321,9 @@ def activation_bytes_per_pixel(width: int, backend: str) -> float:
     """Peak activation memory of one ResNet/U-Net forward per input pixel (bytes).
 
     Measured (peak RSS growth of a forward, ``width`` 64): eager ResNet-9 ≈ 680 B/px at
-    768² (≈ 2.7 full-resolution feature maps of ``width`` float32 channels); ONNX Runtime
-    without its memory arena ≈ 0.96 kB/px for G or S on a 1000² window (its blocked
-    layouts). A margin is added on top of both.
+    768² (≈ 2.7 full-resolution feature maps of ``width`` float32 channels); ONNX Runtime,
+    G then S sharing one arena, ≈ 1.3 kB/px at 1024² (its blocked layouts and the
+    arena's rounding). A margin is added on top of both.
     """
     maps = 6.0 if backend == "onnx" else 3.5
     return 4.0 * maps * width + 64.0
@@ -479,6 +483,22 @@ class _Engine:
             )
         return self.runners[net.role]
 
+    def release_memory(self, net: _Network, tiles: list[Tile]) -> None:
+        """After a pass with large windows, give ONNX Runtime's arena back to the system.
+
+        Its arena (one for all sessions, see backends) keeps what the largest window
+        needed, which then sits beside the results; stacks of small planes keep theirs
+        (regrowing costs page faults). Shrinking happens at the end of a run, so a
+        minimal input is run.
+        """
+        h, w = tiles[0].window_shape
+        if h * w * self.bytes_per_pixel(net) < RELEASE_ARENA_BYTES:
+            return
+        run = self.runners.get(net.role)
+        if run is not None and self.backend_for(net) == "onnx":
+            side = max(net.min_window, net.stride)
+            run(np.zeros((1, net.in_channels, side, side), np.float32), release=True)
+
     def tick(self) -> None:
         self.done += 1
         if self.progress is not None:
@@ -555,6 +575,8 @@ class _Engine:
                 )
                 self.tiles_used[net.role] = smaller
                 self.total += len(tile_plan(padded, smaller, self.halo(net), net.stride))
+            finally:
+                self.release_memory(net, tiles)
 
     def count_tiles(self, padded: tuple[int, int]) -> int:
         return sum(len(self.plan(net, padded)) for net in self.networks)
