@@ -15,6 +15,7 @@ import copy
 import hashlib
 import io
 import os
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -92,6 +93,7 @@ def export_onnx(net: nn.Module, in_channels: int, stride: int) -> bytes:
 
 
 _ARENA: list[bool] = []
+_ARENA_LOCK = threading.Lock()
 
 
 def _shared_arena() -> bool:
@@ -103,7 +105,9 @@ def _shared_arena() -> bool:
     given back after a pass (``release``), held 1.3 GB with no page faults after the first
     run and the best speed.
     """
-    if not _ARENA:
+    with _ARENA_LOCK:
+        if _ARENA:
+            return _ARENA[0]
         import onnxruntime as ort
 
         try:
