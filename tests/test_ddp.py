@@ -18,6 +18,7 @@ WORKER = textwrap.dedent(
     import torch.distributed as dist
     from napari_tagan.core import TAGANModel, preset_config
     from napari_tagan.core.training import Trainer, dataset_from_arrays
+    from napari_tagan.core.training.distributed import shutdown_distributed
 
     torch.set_num_threads(1)
     out = sys.argv[1]
@@ -45,7 +46,8 @@ WORKER = textwrap.dedent(
         with open(out + "/ranks.json", "w") as fh:
             json.dump({"digests": digests, "iterations": summary.iterations,
                        "world": trainer.world}, fh)
-    dist.destroy_process_group()
+    shutdown_distributed()
+    assert not dist.is_initialized()
     """
 )
 
@@ -83,3 +85,57 @@ def test_two_gloo_processes_keep_identical_replicas(tmp_path):
     assert len((out / "losses.csv").read_text().splitlines()) == 4
     assert len((out / "metrics.csv").read_text().splitlines()) == 3
     assert (out / "latest.tagan").is_file()
+
+
+@pytest.mark.slow
+def test_cli_train_under_torchrun(tmp_path):
+    """The README's line: torchrun --no-python napari-tagan train …; only rank 0 writes."""
+    from napari_tagan.core import read_bundle
+    from napari_tagan.core.simulate import write_dataset
+
+    data = write_dataset(tmp_path / "data", "axons", n_train=4, n_valid=1, shape=(48, 48))
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    cli = os.path.join(os.path.dirname(sys.executable), "napari-tagan")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "--no-python",
+            cli,
+            "train",
+            "--data",
+            str(data),
+            "--preset",
+            "axons",
+            "--output",
+            str(out),
+            "--iterations",
+            "2",
+            "--batch-size",
+            "1",
+            "--crop",
+            "32",
+            "--no-progress",
+            "--set",
+            "ngf=4",
+            "--set",
+            "nsf=4",
+            "--set",
+            "ndf=4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("finished at iteration 2/2") == 1  # rank 0 reports, alone
+    state = read_bundle(out / "latest.tagan").training_state
+    assert state["iteration"] == 2
+    assert state["world_size"] == 2

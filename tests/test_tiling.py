@@ -376,6 +376,35 @@ def test_prediction_gives_memory_back_after_passes_with_large_windows(model, mon
     np.testing.assert_array_equal(released.segmentation, kept.segmentation)
 
 
+def test_largest_windows_run_first(model, monkeypatch):
+    """An arena that grows with each new largest window keeps every size it has seen."""
+    import importlib
+
+    engine = importlib.import_module("napari_tagan.core.predict")
+    real = engine.make_runner
+    seen: dict[str, list[int]] = {}
+
+    def recording(net, **kwargs):
+        run = real(net, **kwargs)
+        sizes = seen.setdefault("G" if net is model.generator else "S", [])
+
+        def record(x, release=False):
+            if not release:
+                sizes.append(x.shape[-2] * x.shape[-1])
+            return run(x, release=release)
+
+        return record
+
+    monkeypatch.setattr(engine, "make_runner", recording)
+    image = np.random.default_rng(4).gamma(2.0, 20.0, size=(150, 130)).astype(np.float32)
+    tiled = predict(model, image, backend="eager", tile=48)
+    for sizes in seen.values():
+        assert len(sizes) > 4 and len(set(sizes)) > 1
+        assert sizes == sorted(sizes, reverse=True)
+    whole = predict(model, image, backend="eager")
+    assert np.abs(_network_units(tiled) - _network_units(whole)).max() <= 1e-4
+
+
 def test_bad_arguments(model):
     image = np.ones((16, 16), np.float32)
     with pytest.raises(InputError, match="unknown backend"):

@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
         load_pretrained_segmenter,
         model_for_fine_tuning,
     )
-    from napari_tagan.core.training.distributed import launched_distributed
+    from napari_tagan.core.training.distributed import launched_distributed, shutdown_distributed
     from napari_tagan.core.training.trainer import config_error_message
 
     overrides = parse_overrides(args.overrides)
@@ -207,6 +207,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
+    shutdown_distributed()
     if main:
         state = "stopped" if summary.stopped_early else "finished"
         last = summary.metrics[-1] if summary.metrics else {}

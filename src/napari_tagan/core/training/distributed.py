@@ -54,6 +54,20 @@ def init_distributed(device: torch.device) -> DistributedContext | None:
     )
 
 
+def shutdown_distributed() -> None:
+    """Leave the process group after a run that finished on every rank.
+
+    All ranks meet at a barrier first: a rank that tore gloo down while another was still
+    in its last collective aborted with "terminate called without an active exception"
+    (3 of 21 runs of the two-process test without the barrier, 0 of 15 with it).
+    Call it only after a successful run; after an error on one rank the barrier would wait
+    for ever.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
     """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank."""
     for buf in module.buffers():
