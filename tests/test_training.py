@@ -565,3 +565,45 @@ def test_fine_tune_from_bundle_and_original_checkpoint(tmp_path):
     model = model_for_fine_tuning(ckpt, preset="axons")
     assert weights_equal(model, base)
     Trainer(model, train, output_dir=tmp_path / "ft3", iterations=1).run()
+
+
+@pytest.mark.parametrize("hardware", [True, False])
+def test_mixed_precision_on_the_cpu(tmp_path, monkeypatch, hardware):
+    """bf16 autocast where the CPU has bf16 hardware; elsewhere fp32 and one warning."""
+    import napari_tagan.core.training.trainer as trainer_module
+    from napari_tagan.core.device import AmpUnavailableWarning, cpu_has_native_bf16
+
+    assert isinstance(cpu_has_native_bf16(), bool)
+    # The hardware query is ours; bf16 itself runs (emulated, slower) on any x86 CPU.
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: hardware)
+    cfg = tiny()
+    train, valid = blob_datasets(cfg, 2, 1)
+    model = fresh(cfg)
+    seen_dtypes: set[torch.dtype] = set()
+    conv = next(m for m in model.generator.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda m, i, o: seen_dtypes.add(o.dtype))
+    losses = []
+    callbacks = TrainerCallbacks(on_iteration=lambda i, n, loss, lr: losses.append(loss))
+    kwargs = {"output_dir": tmp_path / "run", "iterations": 2, "callbacks": callbacks}
+    if hardware:
+        trainer = Trainer(model, train, valid, amp=True, **kwargs)
+        assert trainer.amp_dtype == torch.bfloat16
+    else:
+        with pytest.warns(AmpUnavailableWarning, match="no bf16 hardware"):
+            trainer = Trainer(model, train, valid, amp=True, **kwargs)
+        assert trainer.amp_dtype is None
+    trainer.run()
+    assert seen_dtypes == ({torch.bfloat16} if hardware else {torch.float32})
+    assert all(math.isfinite(v) for loss in losses for v in loss.values())
+    # Weights and optimizer state stay float32; the bundle loads as any other.
+    saved = read_bundle(tmp_path / "run" / "latest.tagan")
+    assert saved.training_state["amp_dtype"] == ("bfloat16" if hardware else None)
+    for net in saved.model.networks().values():
+        assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert all(
+        v.dtype == torch.float32
+        for opt in trainer.optimizers.values()
+        for state in opt.state.values()
+        for v in state.values()
+        if torch.is_tensor(v) and v.is_floating_point() and v.ndim > 0
+    )

@@ -339,3 +339,21 @@ def test_bright_images_for_an_8bit_model_warn_once_per_job(make_napari_viewer, q
     assert len(clipped) == 1, messages
     assert clipped[0].startswith("Enhance: 100% of the image's pixels")
     assert viewer.layers["bright synthetic STED"].data.shape == (5, 40, 40)
+
+
+def test_mixed_precision_is_the_cores_bf16_result(make_napari_viewer, qtbot, bundle, confocal):
+    viewer = make_napari_viewer()
+    viewer.add_image(confocal, name="cell")
+    widget = EnhanceWidget(viewer)
+    widget.use_model(bundle)
+    widget.device.value = "cpu"
+    assert widget.precision.value == "fp32"
+    widget.precision.value = "bf16"
+    _run(qtbot, widget)
+    sted = viewer.layers["cell synthetic STED"]
+    assert sted.metadata["tagan"]["precision"] == "bf16"
+    mixed = _reference(bundle, confocal, precision="bf16")
+    exact = _reference(bundle, confocal)
+    np.testing.assert_array_equal(sted.data, mixed.synthetic_sted)
+    assert not np.array_equal(mixed.synthetic_sted, exact.synthetic_sted)  # bf16 did run
+    np.testing.assert_allclose(mixed.synthetic_sted, exact.synthetic_sted, atol=0.05 * 255)

@@ -13,7 +13,7 @@ from qtpy.QtCore import QTimer
 from napari_tagan._sample_data import sample_layers
 from napari_tagan._widgets._enhance import EnhanceWidget
 from napari_tagan._widgets._train import TrainWidget, order_labels
-from napari_tagan.core import TAGANModel, load_model, preset_config, save_bundle
+from napari_tagan.core import TAGANModel, load_model, preset_config, read_bundle, save_bundle
 from napari_tagan.core.training import LATEST
 
 pytestmark = [pytest.mark.viewer, pytest.mark.usefixtures("private_settings", "one_torch_thread")]
@@ -236,3 +236,21 @@ def test_clipped_16_bit_data_warns_once_per_training(make_napari_viewer, qtbot, 
     clipped = [m for m in messages if "are above 255" in m]
     assert len(clipped) == 1, messages
     assert clipped[0].startswith("Train: ") and "normalization.kind=percentile" in clipped[0]
+
+
+def test_mixed_precision_reaches_the_trainer(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    import napari_tagan.core.training.trainer as trainer_module
+
+    # Our own hardware query, so that the bf16 path is taken on any CPU (emulated there).
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: True)
+    viewer = make_napari_viewer()
+    _add_set(viewer, "a", 0)
+    widget = TrainWidget(viewer)
+    _tiny(widget, tmp_path / "run", iterations=2)
+    assert widget.amp.value is False  # fp32 unless asked
+    widget.amp.value = True
+    assert widget.train() is not None
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.summary is not None and widget.summary.iterations == 2
+    state = read_bundle(tmp_path / "run" / LATEST).training_state
+    assert state["amp_dtype"] == "bfloat16"

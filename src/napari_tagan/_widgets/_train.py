@@ -237,6 +237,13 @@ class TrainWidget(Container):
         self.batch_size = SpinBox(label="batch size", min=1, max=512, value=8)
         self.crop = SpinBox(label="crop (0 = whole)", min=0, max=4096, step=16, value=128)
         self.device = ComboBox(label="device", choices=device_choices(), value="auto")
+        self.amp = CheckBox(
+            label="",
+            text="mixed precision",
+            value=False,
+            tooltip="bf16/fp16 on a GPU, bf16 on CPUs with AMX or AVX512-BF16 (several times "
+            "faster there); weights stay fp32. Elsewhere it is ignored, with a warning.",
+        )
         self.output = FileEdit(label="output folder", mode="d", value=self._default_output())
         self.preview_every = SpinBox(
             label="preview",
@@ -280,6 +287,7 @@ class TrainWidget(Container):
                 self.batch_size,
                 self.crop,
                 self.device,
+                self.amp,
                 self.output,
                 side_by_side(
                     self.preview_every,
@@ -429,6 +437,7 @@ class TrainWidget(Container):
             "batch_size": int(self.batch_size.value),
             "crop_size": int(self.crop.value),
             "device": self.device.value,
+            "amp": bool(self.amp.value),
             "output": str(self.output.value),
             "preview_every": int(self.preview_every.value),
             "validate_every": int(self.validate_every.value),
@@ -534,6 +543,7 @@ class TrainWidget(Container):
         )
         common = {
             "device": settings["device"],
+            "amp": settings["amp"],
             "iterations": settings["iterations"],
             "batch_size": settings["batch_size"],
             "crop_size": settings["crop_size"],

@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
         "--precision",
         choices=("fp32", "bf16", "fp16"),
         default="fp32",
-        help="mixed precision on a GPU (default fp32)",
+        help="fp32 (default, exact) or mixed precision: bf16/fp16 on a GPU, "
+        "bf16 on CPUs with AMX or AVX512-BF16",
     )
     p.add_argument(
         "--generations",

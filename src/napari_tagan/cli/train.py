@@ -43,7 +43,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
     p.add_argument("--resume", action="store_true", help="continue the run in --output")
     p.add_argument("--validate-every", type=int, help="iterations between validations")
     p.add_argument("--checkpoint-every", type=int, help="iterations between bundles")
-    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    p.add_argument(
+        "--amp",
+        action="store_true",
+        help="mixed precision: bf16/fp16 on CUDA, bf16 on CPUs with AMX or AVX512-BF16",
+    )
     p.add_argument(
         "--no-deterministic",
         action="store_true",

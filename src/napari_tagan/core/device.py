@@ -7,6 +7,10 @@ import torch
 from .errors import InputError
 
 
+class AmpUnavailableWarning(UserWarning):
+    """Mixed precision was asked for where it would not help; the work runs in fp32."""
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Turn ``auto``/``cpu``/``cuda``/``cuda:N``/``mps`` into an available torch device.
 
@@ -43,3 +47,15 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise InputError(f"unsupported device {device!r}; expected auto, cpu, cuda, cuda:N or mps")
     return dev
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AMX tiles or AVX512-BF16).
+
+    There bf16 autocast runs convolutions about 4× faster than fp32 (measured on a
+    2-core Sapphire Rapids: 8×256×32² 3×3 convolution forward + backward, 0.109 → 0.027
+    s); without it oneDNN emulates bf16 and mixed precision is slower than fp32.
+    """
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)

@@ -23,6 +23,7 @@ import contextlib
 import csv
 import math
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import load_model, read_bundle, read_state_dict, save_bundle
-from ..device import resolve_device
+from ..device import AmpUnavailableWarning, cpu_has_native_bf16, resolve_device
 from ..errors import InputError, ModelLoadError
 from ..metrics import dice_iou_from_counts, overlap_counts, psnr, ssim
 from ..model import Provenance, TAGANModel
@@ -231,8 +232,11 @@ class Trainer:
     callbacks
         :class:`TrainerCallbacks`.
     amp
-        Mixed precision on CUDA (bfloat16 where supported, else float16 with loss
-        scaling); ignored on other devices.
+        Mixed precision: on CUDA bfloat16 where supported, else float16 with loss
+        scaling; on a CPU with bf16 hardware (AMX or AVX512-BF16) bfloat16. Weights,
+        optimizer state, BatchNorm and the losses stay float32. Elsewhere (MPS, CPUs
+        without bf16 hardware, where it would be slower) ignored with an
+        :class:`AmpUnavailableWarning`.
     deterministic
         Deterministic algorithms (and no cuDNN autotuning) during :meth:`run`: with the
         same seed, a run and a stopped-and-resumed run give identical weights on CPU.
@@ -366,6 +370,19 @@ class Trainer:
         self.amp_dtype: torch.dtype | None = None
         if amp and self.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif amp and self.device.type == "cpu" and cpu_has_native_bf16():
+            self.amp_dtype = torch.bfloat16
+        elif amp:
+            why = (
+                "this CPU has no bf16 hardware (AMX or AVX512-BF16), where bf16 is slower"
+                if self.device.type == "cpu"
+                else f"not available on {self.device.type}"
+            )
+            warnings.warn(
+                f"mixed precision is off: {why}; training in fp32",
+                AmpUnavailableWarning,
+                stacklevel=2,
+            )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
         # Data-parallel wrappers: only for the passes whose weights are being updated.
@@ -502,6 +519,7 @@ class Trainer:
             "checkpoint_every": self.checkpoint_every,
             "channels_last": self.memory_format == torch.channels_last,
             "device_type": self.device.type,
+            "amp_dtype": str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else None,
             "world_size": self.world,
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedule": self.schedule.state_dict(),
@@ -583,7 +601,7 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     # ------------------------------------------------------------------ the loop
 
