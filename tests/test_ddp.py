@@ -52,30 +52,28 @@ WORKER = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
-def test_two_gloo_processes_keep_identical_replicas(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    out = tmp_path / "run"
+def torchrun(*command: str) -> subprocess.CompletedProcess:
+    """Two CPU processes under torchrun, one torch thread each; fails with their stderr."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            str(script),
-            str(out),
-        ],
+        [*launcher, "--nproc-per-node", "2", *command],
         capture_output=True,
         text=True,
         timeout=300,
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_keep_identical_replicas(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    out = tmp_path / "run"
+    torchrun(str(script), str(out))
     result = json.loads((out / "ranks.json").read_text())
     assert result["world"] == 2
     assert result["iterations"] == 3
@@ -95,46 +93,11 @@ def test_cli_train_under_torchrun(tmp_path):
 
     data = write_dataset(tmp_path / "data", "axons", n_train=4, n_valid=1, shape=(48, 48))
     out = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
     cli = os.path.join(os.path.dirname(sys.executable), "napari-tagan")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "--no-python",
-            cli,
-            "train",
-            "--data",
-            str(data),
-            "--preset",
-            "axons",
-            "--output",
-            str(out),
-            "--iterations",
-            "2",
-            "--batch-size",
-            "1",
-            "--crop",
-            "32",
-            "--no-progress",
-            "--set",
-            "ngf=4",
-            "--set",
-            "nsf=4",
-            "--set",
-            "ndf=4",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    tiny = ["--set", "ngf=4", "--set", "nsf=4", "--set", "ndf=4"]
+    train = ["train", "--data", str(data), "--preset", "axons", "--output", str(out)]
+    short = ["--iterations", "2", "--batch-size", "1", "--crop", "32", "--no-progress"]
+    proc = torchrun("--no-python", cli, *train, *short, *tiny)
     assert proc.stdout.count("finished at iteration 2/2") == 1  # rank 0 reports, alone
     state = read_bundle(out / "latest.tagan").training_state
     assert state["iteration"] == 2
