@@ -12,6 +12,7 @@ from other processes affects both alike. At the end the two models' weights are 
 training moved them; the same maths gives ≪ 1).
 
     python benchmarks/bench_train.py                        # CPU
+    python benchmarks/bench_train.py --amp                  # CPU, bf16 (AMX/AVX512-BF16)
     python benchmarks/bench_train.py --device cuda --amp    # GPU, mixed precision
 """
 
@@ -95,12 +96,13 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--warmup", type=int, default=1, help="untimed iterations of each")
     ap.add_argument("--iterations", type=int, default=3, help="timed iterations of each")
-    ap.add_argument("--amp", action="store_true", help="Trainer with mixed precision (CUDA)")
+    ap.add_argument("--amp", action="store_true", help="Trainer with mixed precision")
     ap.add_argument(
         "--channels-last",
         choices=("auto", "on", "off"),
         default="auto",
-        help="Trainer's memory format (auto: channels-last on CUDA only)",
+        help="Trainer's memory format (auto: the Trainer's default, channels-last on CUDA "
+        "and with bf16 on the CPU)",
     )
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()

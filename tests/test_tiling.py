@@ -319,6 +319,22 @@ def test_onnx_backend_matches_eager(model):
         predict(model, image, backend="onnx", mode="mc", generations=2)
 
 
+def test_bf16_on_the_cpu_runs_channels_last_and_stays_close(model):
+    image = np.random.default_rng(8).gamma(2.0, 30.0, size=(70, 90)).astype(np.float32)
+    exact = predict(model, image, backend="eager")
+    mixed = predict(model, image, precision="bf16")
+    assert mixed.metadata["backend"] == "channels_last"
+    assert mixed.metadata["precision"] == "bf16"
+    diff = np.abs(mixed.synthetic_sted - exact.synthetic_sted) / 127.5  # network units
+    assert 0 < diff.max() <= 0.1
+    assert np.abs(mixed.segmentation - exact.segmentation).max() <= 0.1
+    # The networks are handed back in their own memory format.
+    conv = next(m for m in model.generator.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous()
+    with pytest.raises(InputError, match="onnx backend"):
+        predict(model, image, backend="onnx", precision="bf16")
+
+
 def _resident_bytes() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

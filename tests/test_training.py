@@ -592,6 +592,8 @@ def test_mixed_precision_on_the_cpu(tmp_path, monkeypatch, hardware):
         with pytest.warns(AmpUnavailableWarning, match="no bf16 hardware"):
             trainer = Trainer(model, train, valid, amp=True, **kwargs)
         assert trainer.amp_dtype is None
+    # bf16 convolutions on the CPU run channels-last, fp32 ones contiguous.
+    assert trainer.memory_format == (torch.channels_last if hardware else torch.contiguous_format)
     trainer.run()
     assert seen_dtypes == ({torch.bfloat16} if hardware else {torch.float32})
     assert all(math.isfinite(v) for loss in losses for v in loss.values())

@@ -34,6 +34,7 @@ class DemoSettings:
     ngf: int = 16
     seed: int = 0
     device: str = "auto"
+    amp: bool = False
 
 
 @dataclass
@@ -185,6 +186,7 @@ def run_demo(
         iterations=s.iterations,
         crop_size=s.crop_size,
         device=s.device,
+        amp=s.amp,
         seed=s.seed,
         validate_every=max(1, s.iterations // 4),
         callbacks=TrainerCallbacks(
@@ -194,6 +196,8 @@ def run_demo(
         overwrite=True,
     )
     size = f"ngf={s.ngf}, batch {s.batch_size}, crop {s.crop_size}"
+    if trainer.amp_dtype is not None:
+        size += f", {str(trainer.amp_dtype).removeprefix('torch.')} mixed precision"
     log(f"training {s.iterations} iterations ({size})")
     summary = trainer.run()
     train_seconds = time.perf_counter() - t0

@@ -32,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--amp", action="store_true", help="train in mixed precision (see napari-tagan train)"
+    )
     p.set_defaults(func=run)
 
 
@@ -50,6 +53,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
         batch_size=args.batch_size,
         device=args.device,
         seed=args.seed,
+        amp=args.amp,
     )
     run_demo(args.output, settings)
     return 0

@@ -833,6 +833,9 @@ ONNX_AUTO_MIN_PIXELS = 1 << 20
 def _auto_backend(
     model: TAGANModel, device: torch.device, mode: str, precision: str, pixels: int
 ) -> str:
+    if device.type == "cpu" and precision == "bf16":
+        # oneDNN's bf16 convolutions want NHWC: 5.0 s vs 9.2 s for G+S at 1024² (AMX CPU).
+        return "channels_last"
     if device.type != "cpu" or mode != "eval" or precision != "fp32" or not onnx_available():
         return "eager"
     if pixels >= ONNX_AUTO_MIN_PIXELS:
