@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import dask.array as da
 import numpy as np
@@ -319,6 +320,7 @@ def test_onnx_backend_matches_eager(model):
         predict(model, image, backend="onnx", mode="mc", generations=2)
 
 
+@pytest.mark.filterwarnings("ignore:bf16 on this CPU is emulated")  # CPUs without bf16
 def test_bf16_on_the_cpu_runs_channels_last_and_stays_close(model):
     image = np.random.default_rng(8).gamma(2.0, 30.0, size=(70, 90)).astype(np.float32)
     exact = predict(model, image, backend="eager")
@@ -333,6 +335,22 @@ def test_bf16_on_the_cpu_runs_channels_last_and_stays_close(model):
     assert conv.weight.is_contiguous()
     with pytest.raises(InputError, match="onnx backend"):
         predict(model, image, backend="onnx", precision="bf16")
+
+
+def test_bf16_on_a_cpu_without_bf16_hardware_warns(model, monkeypatch):
+    import napari_tagan.core.backends as backends
+    from napari_tagan.core.device import AmpUnavailableWarning
+
+    image = np.random.default_rng(8).gamma(2.0, 30.0, size=(40, 40)).astype(np.float32)
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(AmpUnavailableWarning, match="emulated") as record:
+        result = predict(model, image, precision="bf16")
+    assert len(record) == 1 and record[0].filename == __file__  # points at the caller
+    assert result.metadata["precision"] == "bf16"  # asked for, so it still runs
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predict(model, image, precision="bf16")
 
 
 def _resident_bytes() -> int:

@@ -341,6 +341,7 @@ def test_bright_images_for_an_8bit_model_warn_once_per_job(make_napari_viewer, q
     assert viewer.layers["bright synthetic STED"].data.shape == (5, 40, 40)
 
 
+@pytest.mark.filterwarnings("ignore:bf16 on this CPU is emulated")  # CPUs without bf16
 def test_mixed_precision_is_the_cores_bf16_result(make_napari_viewer, qtbot, bundle, confocal):
     viewer = make_napari_viewer()
     viewer.add_image(confocal, name="cell")

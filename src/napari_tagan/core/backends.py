@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .device import AmpUnavailableWarning, cpu_has_native_bf16
 from .errors import InputError
 from .io import atomic_output
 
@@ -173,11 +174,22 @@ def _autocast(device: torch.device, precision: str):
 
 
 def check_precision(precision: str, device: torch.device) -> None:
-    """Reject precisions the device cannot run (fp16 needs a GPU)."""
+    """Reject precisions the device cannot run (fp16 needs a GPU).
+
+    bf16 on a CPU without bf16 hardware runs (oneDNN emulates it) but is slower than fp32:
+    an :class:`~napari_tagan.core.device.AmpUnavailableWarning` says so.
+    """
     if precision not in PRECISIONS:
         raise InputError(f"unknown precision {precision!r}; expected fp32, bf16 or fp16")
     if precision == "fp16" and device.type == "cpu":
         raise InputError("fp16 needs a GPU (cuda or mps); use bf16 or fp32 on the CPU")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn(
+            "bf16 on this CPU is emulated (no AMX or AVX512-BF16) and slower than fp32; "
+            "use fp32 here",
+            AmpUnavailableWarning,
+            stacklevel=3,
+        )
 
 
 def make_runner(
