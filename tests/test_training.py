@@ -372,11 +372,12 @@ def test_training_improves_validation_and_reports_every_loss(tmp_path):
     assert bundle.training_state["iteration"] == 40
 
 
-@pytest.mark.parametrize("pool_size", [0, 3])
-def test_resume_equals_uninterrupted_run_bitwise(tmp_path, pool_size):
+@pytest.mark.parametrize(("pool_size", "channels_last"), [(0, False), (3, False), (0, True)])
+def test_resume_equals_uninterrupted_run_bitwise(tmp_path, pool_size, channels_last):
+    # channels-last: the saved (contiguous) Adam moments must take the parameters' layout
     cfg = tiny(lr=1e-3, pool_size=pool_size)
     train, valid = blob_datasets(cfg, 3, 1)
-    kwargs = {"iterations": 8, "validate_every": 3, "seed": 3}
+    kwargs = {"iterations": 8, "validate_every": 3, "seed": 3, "channels_last": channels_last}
     Trainer(fresh(cfg), train, valid, output_dir=tmp_path / "a", **kwargs).run()
 
     callbacks = TrainerCallbacks()
@@ -576,6 +577,7 @@ def test_mixed_precision_on_the_cpu(tmp_path, monkeypatch, hardware):
     assert isinstance(cpu_has_native_bf16(), bool)
     # The hardware query is ours; bf16 itself runs (emulated, slower) on any x86 CPU.
     monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: hardware)
+    monkeypatch.setattr(trainer_module, "cpu_prefers_channels_last", lambda: False)  # AVX2
     cfg = tiny()
     train, valid = blob_datasets(cfg, 2, 1)
     model = fresh(cfg)
@@ -609,3 +611,23 @@ def test_mixed_precision_on_the_cpu(tmp_path, monkeypatch, hardware):
         for v in state.values()
         if torch.is_tensor(v) and v.is_floating_point() and v.ndim > 0
     )
+
+
+@pytest.mark.parametrize("avx512", [True, False])
+def test_cpu_memory_format_follows_the_measured_policy(tmp_path, monkeypatch, avx512):
+    """fp32 on the CPU: channels-last where ATen has AVX512 kernels, contiguous on AVX2."""
+    import napari_tagan.core.training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_prefers_channels_last", lambda: avx512)
+    cfg = tiny()
+    train, _ = blob_datasets(cfg, 2, 1)
+    expected = torch.channels_last if avx512 else torch.contiguous_format
+    trainer = Trainer(fresh(cfg), train, output_dir=tmp_path / "a", iterations=1)
+    assert trainer.memory_format == expected
+    conv = next(m for m in trainer.model.generator.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=expected)
+    trainer.run()
+    assert read_bundle(tmp_path / "a" / "latest.tagan").training_state["channels_last"] is avx512
+    # An explicit choice wins.
+    other = Trainer(fresh(cfg), train, output_dir=tmp_path / "b", channels_last=not avx512)
+    assert (other.memory_format == torch.channels_last) is (not avx512)

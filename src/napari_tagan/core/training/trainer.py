@@ -34,7 +34,12 @@ import torch
 from torch import nn
 
 from ..checkpoints import load_model, read_bundle, read_state_dict, save_bundle
-from ..device import AmpUnavailableWarning, cpu_has_native_bf16, resolve_device
+from ..device import (
+    AmpUnavailableWarning,
+    cpu_has_native_bf16,
+    cpu_prefers_channels_last,
+    resolve_device,
+)
 from ..errors import InputError, ModelLoadError
 from ..metrics import dice_iou_from_counts, overlap_counts, psnr, ssim
 from ..model import Provenance, TAGANModel
@@ -153,6 +158,21 @@ class ImagePool:
         self.rng.bit_generator.state = state["rng"]
 
 
+def _match_parameter_layout(opt: torch.optim.Optimizer) -> None:
+    """Give loaded optimizer state the memory layout of its parameters.
+
+    Saved state is contiguous; channels-last parameters then met contiguous moments and
+    fused Adam's results differed in the last bit from an uninterrupted run.
+    """
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            for name, value in list(state.items()):
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    if value.stride() != p.stride():
+                        state[name] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 def _set_requires_grad(net: nn.Module | None, flag: bool) -> None:
     if net is not None:
         for p in net.parameters():
@@ -242,9 +262,9 @@ class Trainer:
         same seed, a run and a stopped-and-resumed run give identical weights on CPU.
     channels_last
         Memory format of the networks' activations. Default (None): channels-last on CUDA
-        (faster convolutions, above all with AMP) and with bf16 on the CPU, contiguous for
-        fp32 on the CPU (channels-last fp32 convolutions measured 2–3× slower there;
-        ``benchmarks/bench_train.py``).
+        (faster convolutions, above all with AMP), with bf16 on the CPU and on AVX512 CPUs;
+        contiguous for fp32 on AVX2 CPUs, where channels-last convolutions measured 2–3×
+        slower (``benchmarks/bench_train.py``).
     best_metric
         Validation metric that selects ``best``: ``dice`` (default when S is evaluated)
         or ``psnr``/``ssim``; all are higher-is-better.
@@ -366,8 +386,13 @@ class Trainer:
             )
         if channels_last is None:
             # bf16 convolutions on the CPU are fastest in NHWC (batch 8, crop 128: 2.89 s
-            # contiguous, 2.19 s channels-last per iteration); fp32 ones in NCHW.
-            channels_last = self.device.type == "cuda" or self.amp_dtype is not None
+            # contiguous, 2.19 s channels-last per iteration); fp32 ones where ATen has
+            # AVX512 kernels (8.20 vs 6.56 s), not on AVX2 CPUs (2–3× slower there).
+            channels_last = (
+                self.device.type == "cuda"
+                or self.amp_dtype is not None
+                or (self.device.type == "cpu" and cpu_prefers_channels_last())
+            )
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model.to(self.device)
         for net in model.networks().values():
@@ -549,6 +574,7 @@ class Trainer:
             if key not in state["optimizers"]:
                 raise ModelLoadError(f"the saved run has no optimizer state for the {key}")
             opt.load_state_dict(state["optimizers"][key])
+            _match_parameter_layout(opt)
         self.schedule.load_state_dict(state["schedule"])
         self.sampler.load_state_dict(state["sampler"])
         self.pool.load_state_dict(state["pool"], self.device)
