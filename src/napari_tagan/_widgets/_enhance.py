@@ -325,7 +325,7 @@ class EnhanceWidget(Container):
             choices=PRECISION_CHOICES,
             value="fp32",
             tooltip="fp32: exact. bf16/fp16: mixed precision, faster on GPUs (bf16 also on "
-            "CPUs with AMX or AVX512-BF16), within about 1e-2 of fp32.",
+            "CPUs with AMX or AVX512-BF16), within about 1 % of the output range of fp32.",
         )
         self.mode = ComboBox(label="mode", choices=MODE_CHOICES, value="eval")
         self.generations = SpinBox(label="generations", min=2, max=256, value=8, enabled=False)
