@@ -53,7 +53,8 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (AMX tiles or AVX512-BF16).
 
     There bf16 autocast runs convolutions about 4× faster than fp32 (measured on a
-    2-core Xeon with AMX: 8×256×32² 3×3 convolution forward + backward, 0.109 → 0.027 s); without it oneDNN emulates bf16 and mixed precision is slower than fp32.
+    2-core Xeon with AMX: 8×256×32² 3×3 convolution forward + backward, 0.109 → 0.027 s);
+    without it oneDNN emulates bf16 and mixed precision is slower than fp32.
     """
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
