@@ -23,7 +23,7 @@ def test_core_and_cli_import_without_gui_packages():
 
         sys.meta_path.insert(0, Block())
         import napari_tagan.core, napari_tagan.cli
-        import napari_tagan.core.checkpoints, napari_tagan.core.predict
+        import napari_tagan.core.checkpoints, napari_tagan.core.prediction
         napari_tagan.cli.build_parser()
         import pkgutil
         for mod in pkgutil.walk_packages(napari_tagan.core.__path__, "napari_tagan.core."):
@@ -34,6 +34,23 @@ def test_core_and_cli_import_without_gui_packages():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "OK"
+
+
+def test_every_submodule_imported_first_keeps_the_exported_functions():
+    """A submodule named like an export (core.predict was one) shadowed the function."""
+    code = textwrap.dedent(
+        """
+        import importlib, pkgutil, napari_tagan.core as core
+        for mod in pkgutil.walk_packages(core.__path__, "napari_tagan.core."):
+            importlib.import_module(mod.name)
+        from napari_tagan.core import __all__ as names
+        shadowed = [n for n in names if type(getattr(core, n)).__name__ == "module"]
+        print(shadowed)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_plugin_entry_modules_do_not_import_torch():

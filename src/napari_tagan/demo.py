@@ -107,7 +107,7 @@ def run_demo(
     from napari_tagan.core import NormalizationSpec, TAGANModel, predict, preset_config
     from napari_tagan.core.errors import InputError
     from napari_tagan.core.io import atomic_output
-    from napari_tagan.core.predict import (
+    from napari_tagan.core.prediction import (
         finish,
         network_mode,
         pad_to_multiple,

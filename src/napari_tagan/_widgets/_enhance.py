@@ -1,7 +1,7 @@
 """Enhance widget: confocal layer in; synthetic STED, segmentation and variability out.
 
 The widget gathers a layer and settings, then one worker thread loads the model (cached)
-and calls :func:`napari_tagan.core.predict.predict` plane by plane; the results come back
+and calls :func:`napari_tagan.core.prediction.predict` plane by plane; the results come back
 as layers named after the input, with its scale and translate. Everything below the
 ``EnhanceWidget`` class line is plain numpy and can be used without Qt.
 """
@@ -146,12 +146,12 @@ def enhance_planes(
     should_stop: Callable[[], bool] | None = None,
     **predict_kwargs: Any,
 ) -> EnhanceOutput:
-    """Run :func:`~napari_tagan.core.predict.predict` on each planned plane of ``data``.
+    """Run :func:`~napari_tagan.core.prediction.predict` on each planned plane of ``data``.
 
     Planes are read one at a time (``np.asarray(data[index])``), so dask and zarr layers
     are never loaded whole. ``progress(fraction)`` follows the core's own progress.
     """
-    from napari_tagan.core.predict import predict
+    from napari_tagan.core.prediction import predict
 
     n = len(plan.indices)
     sted = seg = var = None

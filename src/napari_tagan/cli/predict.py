@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
 
 
 def stack_axes(source: Any, channels: int) -> str:
-    """The :func:`~napari_tagan.core.predict.predict` layout of an input image."""
+    """The :func:`~napari_tagan.core.prediction.predict` layout of an input image."""
     from napari_tagan.core.errors import InputError
 
     shape, axes = tuple(source.data.shape), source.axes
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
 
     from napari_tagan.core.checkpoints import load_model
     from napari_tagan.core.errors import InputError
-    from napari_tagan.core.predict import predict
+    from napari_tagan.core.prediction import predict
     from napari_tagan.core.tiff import expand_inputs, read_image, write_float32_tiff
 
     if args.generations < 1:

@@ -34,8 +34,8 @@ _EXPORTS: dict[str, str] = {
     "denormalize": "normalization",
     "legacy8": "normalization",
     "normalize": "normalization",
-    "PredictionResult": "predict",
-    "predict": "predict",
+    "PredictionResult": "prediction",
+    "predict": "prediction",
 }
 
 __all__ = [
@@ -93,4 +93,4 @@ if TYPE_CHECKING:
     from .errors import ArchitectureMismatchError, InputError, ModelLoadError, TaganError
     from .model import Provenance, TAGANModel
     from .normalization import NormStats, compute_stats, denormalize, legacy8, normalize
-    from .predict import PredictionResult, predict
+    from .prediction import PredictionResult, predict

@@ -247,7 +247,7 @@ class Trainer:
         In iterations; validation defaults to once per epoch, checkpoints to every 500
         iterations, previews to every validation.
     preview_image
-        Raw confocal image (as for :func:`~napari_tagan.core.predict.predict`) whose
+        Raw confocal image (as for :func:`~napari_tagan.core.prediction.predict`) whose
         synthetic STED is passed to ``callbacks.on_preview``.
     callbacks
         :class:`TrainerCallbacks`.
@@ -925,7 +925,7 @@ class Trainer:
     def _maybe_preview(self, force: bool = False) -> None:
         if self.preview_image is None or self.callbacks.on_preview is None or not self.is_main:
             return
-        from ..predict import predict
+        from ..prediction import predict
 
         result = predict(self.model, self.preview_image, mode="eval", seed=None, segment=False)
         self.callbacks.on_preview(self.iteration, result.synthetic_sted)
