@@ -196,8 +196,8 @@ def run_demo(
         overwrite=True,
     )
     size = f"ngf={s.ngf}, batch {s.batch_size}, crop {s.crop_size}"
-    if trainer.amp_dtype is not None:
-        size += f", {str(trainer.amp_dtype).removeprefix('torch.')} mixed precision"
+    if trainer.amp_name is not None:
+        size += f", {trainer.amp_name} mixed precision"
     log(f"training {s.iterations} iterations ({size})")
     summary = trainer.run()
     train_seconds = time.perf_counter() - t0

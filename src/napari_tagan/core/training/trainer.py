@@ -535,6 +535,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
 
+    @property
+    def amp_name(self) -> str | None:
+        """The mixed-precision dtype's name (``bfloat16``, ``float16``); None in fp32."""
+        return str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else None
+
     def training_state(self) -> dict[str, Any]:
         """Everything :meth:`resume` needs besides the weights."""
         state: dict[str, Any] = {
@@ -547,7 +552,7 @@ class Trainer:
             "checkpoint_every": self.checkpoint_every,
             "channels_last": self.memory_format == torch.channels_last,
             "device_type": self.device.type,
-            "amp_dtype": str(self.amp_dtype).removeprefix("torch.") if self.amp_dtype else None,
+            "amp_dtype": self.amp_name,
             "world_size": self.world,
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedule": self.schedule.state_dict(),
