@@ -210,12 +210,7 @@ class ModelConfig(BaseModel):
         changed = [f for f in ARCHITECTURE_FIELDS if getattr(new, f) != getattr(self, f)]
         named = [f for f in changed if f in overrides] or changed  # not the derived ones
         if named:
-            raise ArchitectureChangeError(
-                [
-                    ConfigProblem(f, getattr(new, f), "the loaded weights fix the architecture")
-                    for f in named
-                ]
-            )
+            raise ArchitectureChangeError({f: getattr(new, f) for f in named})
         return new
 
     def _derived_channels(self, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ data an error carries (e.g. :attr:`ConfigError.problems`) for its own controls.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,13 +49,17 @@ class ConfigError(InputError):
 
     def __init__(self, problems: Sequence[ConfigProblem], message: str | None = None) -> None:
         self.problems = tuple(problems)
+        self._worded = message is not None
         super().__init__(message or "; ".join(map(str, self.problems)) or "invalid config")
 
     def errors(self) -> list[dict[str, Any]]:
-        """The problems in pydantic's ``ValidationError.errors()`` form.
+        """The problems in pydantic's ``ValidationError.errors()`` form (none if worded).
 
-        Kept while ``training.trainer.config_error_message`` still formats errors.
+        A transition aid while ``training.trainer.config_error_message`` formats errors:
+        it words these as pydantic's, and an error with its own message as ``str()``.
         """
+        if self._worded:
+            return []
         return [
             {
                 "loc": tuple(p.field.split(".")) if p.field else (),
@@ -80,12 +84,13 @@ class UnknownPresetError(ConfigError):
 
 
 class ArchitectureChangeError(ConfigError):
-    """A fine-tune asked to change config fields that the loaded weights fix."""
+    """A fine-tune asked to change fields that the loaded weights fix (field → value)."""
 
-    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
-        self.fields = tuple(p.field for p in problems)
+    def __init__(self, changes: Mapping[str, Any]) -> None:
+        self.fields = tuple(changes)
+        reason = "cannot change when fine-tuning: the loaded weights fix the architecture"
         super().__init__(
-            problems,
+            [ConfigProblem(f, v, reason) for f, v in changes.items()],
             f"cannot change {', '.join(self.fields)} when fine-tuning: the loaded weights "
             "fix the architecture",
         )
