@@ -23,6 +23,7 @@ from napari_tagan.core.errors import (
     UnknownPresetError,
 )
 from napari_tagan.core.model import TAGANModel
+from napari_tagan.core.training import losses
 
 
 def test_every_preset_identifier_exists():
@@ -244,6 +245,7 @@ def test_a_fine_tune_cannot_change_the_architecture():
         cfg.with_training_overrides(lr=-1)
 
 
-def test_config_names_are_the_ones_the_networks_build():
+def test_config_names_are_the_ones_the_networks_and_losses_take():
     for name in ("NormName", "GeneratorName", "SegmenterName", "DiscriminatorName", "InitName"):
         assert get_args(getattr(config, name)) == get_args(getattr(networks, name)), name
+    assert get_args(config.GanMode) == get_args(losses.GanMode)

@@ -34,7 +34,7 @@ SegmenterName = Literal["resnet_6blocks", "unet_128", "unet_32"]
 DiscriminatorName = Literal["basic", "n_layers", "pixel"]
 InitName = Literal["normal", "xavier", "kaiming", "orthogonal"]
 NormalizationKind = Literal["legacy8", "legacy8_minmax", "minmax", "percentile"]
-NORMALIZATION_KINDS: tuple[str, ...] = get_args(NormalizationKind)
+GanMode = Literal["vanilla", "lsgan", "wgangp"]
 
 #: The ``json_schema_extra`` mark of a field that decides the networks' layout.
 _ARCHITECTURE_MARK = "architecture"
@@ -115,7 +115,7 @@ class ModelConfig(BaseModel):
     mask_range: tuple[float, float] = (-1.0, 1.0)
 
     # Objectives
-    gan_mode: Literal["vanilla", "lsgan", "wgangp"] = "vanilla"
+    gan_mode: GanMode = "vanilla"
     lambda_gan: float = Field(1.0, ge=0.0)
     lambda_seg: float = Field(10.0, ge=0.0)
     lambda_pixel: float = Field(0.0, ge=0.0)
