@@ -12,7 +12,7 @@ import pytest
 
 from napari_tagan.cli import _run, config_error_line
 from napari_tagan.core.config import ModelConfig, preset_config
-from napari_tagan.core.errors import ArchitectureChangeError
+from napari_tagan.core.errors import AmbiguousPresetError, ArchitectureChangeError
 from napari_tagan.core.model import Provenance
 
 
@@ -77,4 +77,15 @@ def test_a_refused_config_exits_2_with_one_line(capsys):
     assert err == (
         "napari-tagan train: error: --set gan_mode=hinge: Input should be 'vanilla', "
         "'lsgan' or 'wgangp'\n"
+    )
+
+
+def test_an_ambiguous_preset_is_worded_with_the_flag(capsys):
+    def ambiguous(args):
+        raise AmbiguousPresetError("ckpt/", ["axons", "saureus"])
+
+    assert _run(argparse.Namespace(command="info", func=ambiguous)) == 2
+    assert capsys.readouterr().err == (
+        "napari-tagan info: error: several presets fit ckpt/ (axons, saureus); they differ "
+        "in normalization, so the preset must be given with --preset\n"
     )

@@ -90,12 +90,15 @@ def config_error_line(exc: Exception) -> str:
 def _run(args: Any) -> int:
     from pydantic import ValidationError
 
-    from napari_tagan.core.errors import ConfigError, TaganError
+    from napari_tagan.core.errors import AmbiguousPresetError, ConfigError, TaganError
 
     try:
         return int(args.func(args) or 0)
     except (ConfigError, ValidationError) as exc:
         print(f"napari-tagan {args.command}: error: {config_error_line(exc)}", file=sys.stderr)
+        return 2
+    except AmbiguousPresetError as exc:
+        print(f"napari-tagan {args.command}: error: {exc} with --preset", file=sys.stderr)
         return 2
     except TaganError as exc:
         print(f"napari-tagan {args.command}: error: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ from .config import ModelConfig as ModelConfig
 from .config import NormalizationSpec as NormalizationSpec
 from .config import preset_config as preset_config
 from .device import resolve_device as resolve_device
+from .errors import AmbiguousPresetError as AmbiguousPresetError
 from .errors import ArchitectureChangeError as ArchitectureChangeError
 from .errors import ArchitectureMismatchError as ArchitectureMismatchError
 from .errors import ConfigError as ConfigError

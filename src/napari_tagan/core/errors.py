@@ -25,6 +25,18 @@ class ArchitectureMismatchError(ModelLoadError):
     """Checkpoint weights do not fit the architecture they were asked to load into."""
 
 
+class AmbiguousPresetError(ModelLoadError):
+    """Several presets (``candidates``) fit the weights at ``origin``: the user picks one."""
+
+    def __init__(self, origin: str, candidates: Sequence[str]) -> None:
+        self.origin = str(origin)
+        self.candidates = tuple(candidates)
+        super().__init__(
+            f"several presets fit {self.origin} ({', '.join(self.candidates)}); they differ "
+            "in normalization, so the preset must be given"
+        )
+
+
 class InputError(TaganError, ValueError):
     """An image or argument does not fit what the model or command expects."""
 
