@@ -30,7 +30,7 @@ from napari_tagan.core.training import (
     masked_mse,
     model_for_fine_tuning,
 )
-from napari_tagan.core.training.data import make_batch
+from napari_tagan.core.training.batches import make_batch
 
 
 def blob_pair(seed: int, size: int = 64):
@@ -167,7 +167,7 @@ def test_crops_come_from_annotated_regions():
     sampler = BatchSampler(ds, seed=0)
     for _ in range(20):
         batch = make_batch(ds, sampler.draw(2, (16, 16)), (16, 16))
-        assert batch["weights"].reshape(2, -1).max(axis=1).min() == 1
+        assert batch.weights.reshape(2, -1).max(axis=1).min() == 1
 
 
 def test_augmentation_is_identical_for_every_channel():
@@ -182,8 +182,8 @@ def test_augmentation_is_identical_for_every_channel():
         crops = sampler.draw(1, (16, 16))
         seen.add((crops[0].flip_y, crops[0].flip_x, crops[0].rot))
         b = make_batch(ds, crops, (16, 16))
-        np.testing.assert_array_equal(b["g_input"], b["sted"])
-        np.testing.assert_array_equal(b["targets"] > 0, b["sted"] > (100.5 / 127.5 - 1))
+        np.testing.assert_array_equal(b.g_input, b.sted)
+        np.testing.assert_array_equal(b.targets > 0, b.sted > (100.5 / 127.5 - 1))
     assert len(seen) > 6  # flips and rotations vary
 
 
@@ -386,7 +386,7 @@ def test_resume_equals_uninterrupted_run_bitwise(tmp_path, pool_size, channels_l
     first = t.run()
     assert first.stopped_early and first.iterations == 5
     torch.manual_seed(1234)  # whatever happens in between must not matter
-    second = Trainer.resume(tmp_path / "b", train, valid).run()
+    second = Trainer.from_checkpoint(tmp_path / "b", train, valid).run()
     assert second.iterations == 8 and not second.stopped_early
 
     a = read_bundle(tmp_path / "a" / "latest.tagan").model
@@ -419,7 +419,7 @@ def test_request_stop_from_another_thread_saves_latest(tmp_path):
     assert read_bundle(summary.latest).training_state["iteration"] == 2
     with pytest.raises(InputError, match="already holds a training run"):
         Trainer(fresh(cfg), train, output_dir=tmp_path, iterations=3)
-    resumed = Trainer.resume(tmp_path, train, iterations=4).run()
+    resumed = Trainer.from_checkpoint(tmp_path, train, iterations=4).run()
     assert resumed.iterations == 4
 
 
@@ -473,7 +473,7 @@ def test_partial_labels_and_unlabelled_samples_train(tmp_path):
         return {k: v.clone() for k, v in trainer.model.segmenter.state_dict().items()}
 
     batch = trainer._next_batch()
-    batch["weights"].zero_()
+    batch.weights.zero_()
     before = s_state()
     g_before = next(trainer.model.generator.parameters()).clone()
     losses = trainer.train_step(batch)
@@ -484,7 +484,7 @@ def test_partial_labels_and_unlabelled_samples_train(tmp_path):
     assert not torch.equal(g_before, next(trainer.model.generator.parameters()))
     # ... while an annotated one trains it.
     batch = trainer._next_batch()
-    batch["weights"].fill_(1.0)
+    batch.weights.fill_(1.0)
     trainer.train_step(batch)
     assert not all(torch.equal(after[k], v) for k, v in s_state().items())
 
@@ -571,13 +571,13 @@ def test_fine_tune_from_bundle_and_original_checkpoint(tmp_path):
 @pytest.mark.parametrize("hardware", [True, False])
 def test_mixed_precision_on_the_cpu(tmp_path, monkeypatch, hardware):
     """bf16 autocast where the CPU has bf16 hardware; elsewhere fp32 and one warning."""
-    import napari_tagan.core.training.trainer as trainer_module
+    import napari_tagan.core.device as device_module
     from napari_tagan.core.device import AmpUnavailableWarning, cpu_has_native_bf16
 
     assert isinstance(cpu_has_native_bf16(), bool)
     # The hardware query is ours; bf16 itself runs (emulated, slower) on any x86 CPU.
-    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: hardware)
-    monkeypatch.setattr(trainer_module, "cpu_prefers_channels_last", lambda: False)  # AVX2
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: hardware)
+    monkeypatch.setattr(device_module, "cpu_prefers_channels_last", lambda: False)  # AVX2
     cfg = tiny()
     train, valid = blob_datasets(cfg, 2, 1)
     model = fresh(cfg)
@@ -616,9 +616,9 @@ def test_mixed_precision_on_the_cpu(tmp_path, monkeypatch, hardware):
 @pytest.mark.parametrize("avx512", [True, False])
 def test_cpu_memory_format_follows_the_measured_policy(tmp_path, monkeypatch, avx512):
     """fp32 on the CPU: channels-last where ATen has AVX512 kernels, contiguous on AVX2."""
-    import napari_tagan.core.training.trainer as trainer_module
+    import napari_tagan.core.device as device_module
 
-    monkeypatch.setattr(trainer_module, "cpu_prefers_channels_last", lambda: avx512)
+    monkeypatch.setattr(device_module, "cpu_prefers_channels_last", lambda: avx512)
     cfg = tiny()
     train, _ = blob_datasets(cfg, 2, 1)
     expected = torch.channels_last if avx512 else torch.contiguous_format

@@ -485,33 +485,15 @@ class TrainWidget(Container):
         emit: Any,
     ) -> Any:
         """Build the model, datasets and :class:`Trainer` (runs in the worker thread)."""
-        from napari_tagan.core.config import preset_config
-        from napari_tagan.core.model import TAGANModel
-        from napari_tagan.core.training import (
-            Trainer,
-            TrainerCallbacks,
-            dataset_from_arrays,
-            model_for_fine_tuning,
+        from napari_tagan.core.errors import InputError
+        from napari_tagan.core.training import TrainerCallbacks, dataset_from_arrays
+        from napari_tagan.core.training.prepare import (
+            NothingToResumeError,
+            RunStart,
+            prepare_run,
         )
 
-        if resume:
-            from napari_tagan.core.checkpoints import read_bundle
-            from napari_tagan.core.errors import InputError
-            from napari_tagan.core.training import LATEST
-
-            latest = Path(settings["output"]) / LATEST
-            if not latest.is_file():
-                raise InputError(f"nothing to resume in {latest.parent}: press Train to start")
-            model = read_bundle(latest).model  # its config shapes the datasets
-        elif settings["start"] == "file":
-            model = model_for_fine_tuning(settings["model_path"])
-        else:
-            width = settings["filters"]
-            config = preset_config(settings["preset"], ngf=width, nsf=width, ndf=width)
-            model = TAGANModel.from_config(config, with_discriminator=True)
-        config = model.config
-
-        def dataset(chosen: list[dict[str, Any]]) -> Any:
+        def dataset(config: Any, chosen: list[dict[str, Any]]) -> Any:
             labels = []
             for s in chosen:
                 planes = s["label_planes"]
@@ -531,9 +513,11 @@ class TrainWidget(Container):
                 names=[s["name"] for s in chosen],
             )
 
-        train_sets = [s for i, s in enumerate(sets) if i != valid_index]
-        train_data = dataset(train_sets)
-        valid_data = dataset([sets[valid_index]]) if valid_index is not None else None
+        def datasets(config: Any) -> tuple[Any, Any]:
+            train_sets = [s for i, s in enumerate(sets) if i != valid_index]
+            valid = dataset(config, [sets[valid_index]]) if valid_index is not None else None
+            return dataset(config, train_sets), valid
+
         callbacks = TrainerCallbacks(
             on_iteration=lambda it, total, losses, lr: emit(("iteration", it, total, losses)),
             on_validation=lambda it, metrics: emit(("validation", it, metrics)),
@@ -541,21 +525,33 @@ class TrainWidget(Container):
             on_checkpoint=lambda it, path: emit(("checkpoint", it, str(path))),
             should_stop=self._stop.is_set,
         )
-        common = {
-            "device": settings["device"],
-            "amp": settings["amp"],
-            "iterations": settings["iterations"],
-            "batch_size": settings["batch_size"],
-            "crop_size": settings["crop_size"],
-            "validate_every": settings["validate_every"],
-            "checkpoint_every": settings["checkpoint_every"],
-            "preview_every": settings["preview_every"],
-            "preview_image": preview,
-            "callbacks": callbacks,
-        }
+        width = settings["filters"]
         if resume:
-            return Trainer.resume(settings["output"], train_data, valid_data, **common)
-        return Trainer(model, train_data, valid_data, output_dir=settings["output"], **common)
+            start = RunStart(settings["output"], resume=True)
+        elif settings["start"] == "file":
+            start = RunStart(settings["output"], from_model=settings["model_path"])
+        else:
+            overrides = {"ngf": width, "nsf": width, "ndf": width}
+            start = RunStart(settings["output"], preset=settings["preset"], overrides=overrides)
+        try:
+            return prepare_run(
+                start,
+                datasets,
+                device=settings["device"],
+                amp=settings["amp"],
+                iterations=settings["iterations"],
+                batch_size=settings["batch_size"],
+                crop_size=settings["crop_size"],
+                validate_every=settings["validate_every"],
+                checkpoint_every=settings["checkpoint_every"],
+                preview_every=settings["preview_every"],
+                preview_image=preview,
+                callbacks=callbacks,
+            )
+        except NothingToResumeError as exc:
+            raise InputError(
+                f"nothing to resume in {exc.output_dir}: press Train to start"
+            ) from exc
 
     def stop(self) -> None:
         """Stop after the current iteration; the last checkpoint is saved."""

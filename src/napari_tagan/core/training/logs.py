@@ -1,0 +1,60 @@
+"""The run's CSV logs (``losses.csv``, ``metrics.csv``)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+#: ``metrics.csv``: one row per validation (the first at iteration 0, before any update).
+METRIC_COLUMNS = ("iteration", "psnr", "ssim", "dice", "iou", "epoch")
+
+
+def loss_columns(loss_names: tuple[str, ...]) -> tuple[str, ...]:
+    """``losses.csv``'s columns for a run logging ``loss_names``."""
+    return ("iteration", *loss_names, "lr", "epoch")
+
+
+class CsvLog:
+    """Append-only CSV with a header; resuming drops rows past the resumed iteration.
+
+    A disabled log (DDP ranks other than 0) writes nothing.
+    """
+
+    def __init__(self, path: Path, columns: tuple[str, ...], enabled: bool = True) -> None:
+        self.path, self.columns, self.enabled = path, columns, enabled
+
+    def start(self, keep_until: int | None) -> None:
+        """Write the header, keeping the rows up to ``keep_until`` (None: none)."""
+        if not self.enabled:
+            return
+        rows = self._rows_until(keep_until) if keep_until is not None else []
+        with open(self.path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(self.columns)
+            writer.writerows(rows)
+
+    def _rows_until(self, last: int) -> list[list[str]]:
+        if not self.path.is_file():
+            return []
+        with open(self.path, newline="") as fh:
+            reader = csv.reader(fh)
+            if next(reader, None) != list(self.columns):
+                return []
+            # A row cut short by a killed process has too few fields: dropped.
+            n = len(self.columns)
+            rows = [r for r in reader if len(r) == n and r[0].isdigit()]
+        return [r for r in rows if int(r[0]) <= last]
+
+    def append(self, row: dict[str, Any]) -> None:
+        """One row; missing columns are NaN."""
+        if not self.enabled:
+            return
+        with open(self.path, "a", newline="") as fh:
+            csv.writer(fh).writerow([_fmt(row.get(c, float("nan"))) for c in self.columns])
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
