@@ -88,6 +88,30 @@ def order_labels(layers: list[Labels], class_names: tuple[str, ...]) -> list[Lab
     return layers
 
 
+def _dataset(config: Any, chosen: list[dict[str, Any]]) -> Any:
+    """The training data of the chosen image sets, labels in the model's class order."""
+    from napari_tagan.core.training import dataset_from_arrays
+
+    labels = []
+    for s in chosen:
+        planes = s["label_planes"]
+        if not planes:
+            labels.append(None)
+        elif len(planes) == 1:
+            labels.append(planes[0])
+        else:
+            ordered = order_labels(s["labels"], config.class_names)
+            index = [s["labels"].index(x) for x in ordered]
+            labels.append([planes[i] for i in index])
+    return dataset_from_arrays(
+        config,
+        [s["confocal"] for s in chosen],
+        [s["sted"] for s in chosen],
+        labels,
+        names=[s["name"] for s in chosen],
+    )
+
+
 @dataclass
 class TrainingHistory:
     """What the plot shows: losses per iteration and validation metrics."""
@@ -486,37 +510,17 @@ class TrainWidget(Container):
     ) -> Any:
         """Build the model, datasets and :class:`Trainer` (runs in the worker thread)."""
         from napari_tagan.core.errors import InputError
-        from napari_tagan.core.training import TrainerCallbacks, dataset_from_arrays
+        from napari_tagan.core.training import TrainerCallbacks
         from napari_tagan.core.training.prepare import (
             NothingToResumeError,
             RunStart,
             prepare_run,
         )
 
-        def dataset(config: Any, chosen: list[dict[str, Any]]) -> Any:
-            labels = []
-            for s in chosen:
-                planes = s["label_planes"]
-                if not planes:
-                    labels.append(None)
-                elif len(planes) == 1:
-                    labels.append(planes[0])
-                else:
-                    ordered = order_labels(s["labels"], config.class_names)
-                    index = [s["labels"].index(x) for x in ordered]
-                    labels.append([planes[i] for i in index])
-            return dataset_from_arrays(
-                config,
-                [s["confocal"] for s in chosen],
-                [s["sted"] for s in chosen],
-                labels,
-                names=[s["name"] for s in chosen],
-            )
-
         def datasets(config: Any) -> tuple[Any, Any]:
             train_sets = [s for i, s in enumerate(sets) if i != valid_index]
-            valid = dataset(config, [sets[valid_index]]) if valid_index is not None else None
-            return dataset(config, train_sets), valid
+            valid = _dataset(config, [sets[valid_index]]) if valid_index is not None else None
+            return _dataset(config, train_sets), valid
 
         callbacks = TrainerCallbacks(
             on_iteration=lambda it, total, losses, lr: emit(("iteration", it, total, losses)),

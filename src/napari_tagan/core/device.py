@@ -6,6 +6,7 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -157,3 +158,27 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous[0])
         torch.backends.cudnn.deterministic = previous[1]
         torch.backends.cudnn.benchmark = previous[2]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how networks run: device, autocast dtype (None: fp32), memory format."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    memory_format: torch.memory_format
+
+    @classmethod
+    def choose(
+        cls, device: torch.device, *, amp: bool, channels_last: bool | None = None
+    ) -> Placement:
+        """The policy: ``auto`` autocast if ``amp``, :func:`prefers_channels_last`."""
+        dtype = autocast_dtype(device, "auto") if amp else None
+        if channels_last is None:
+            channels_last = prefers_channels_last(device, dtype)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        return cls(device, dtype, fmt)
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """Autocast for :attr:`amp_dtype` on :attr:`device`."""
+        return autocast(self.device, self.amp_dtype)

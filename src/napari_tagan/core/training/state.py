@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..device import resolve_device
 from ..errors import ModelLoadError
 
 
@@ -44,6 +45,20 @@ class TrainingState:
     origin: str = ""
     training_data_fingerprint: str = ""
     cuda_rng: torch.Tensor | None = None
+
+    def resume_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """:class:`Trainer` options of the continued run: the saved settings unless given."""
+        out = dict(options)
+        for key in ("batch_size", "crop_size", "seed", "validate_every", "checkpoint_every"):
+            if out.get(key) is None and getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if out.get("iterations") is None and out.get("epochs") is None:
+            out["iterations"] = self.total
+        if self.device_type == resolve_device(out.get("device") or "auto").type:
+            # Same kind of device: same memory format, so the continued run is bitwise equal.
+            out.setdefault("channels_last", self.channels_last)
+        out["overwrite"] = True
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The bundle's layout of the state."""

@@ -1,105 +1,40 @@
-"""The TA-GAN training loop: D, G and S updates, validation, checkpoints, resume.
+"""The TA-GAN training loop: iterations, validation, checkpoints, resume.
 
-One :class:`Trainer` serves the CLI, the napari widget and scripts. Per iteration (as the
-original):
-
-1. G makes a synthetic STED from the confocal; S segments the real STED (and, in step 3,
-   the synthetic one);
-2. D (conditional PatchGAN on confocal ⊕ STED) is updated on real vs synthetic (synthetic
-   detached), ``λ_GAN × (GAN(real) + GAN(fake)) / 2`` (+ gradient penalty for wgangp);
-3. with D frozen, G is updated on ``λ_GAN × GAN(D(fake) → real) + λ_seg × seg(S(fake))``
-   (+ ``λ_pixel × L1/MSE(fake, real)`` where the config asks for it). ``seg`` is the masked
-   MSE against the labels, or for the live preset against the frozen S on the real STED;
-4. S is updated on ``λ_seg × seg(S(real))`` against the labels (unless frozen).
-
-S's weights are frozen during G's backward pass: the original computes S's weight
-gradients there and discards them (``zero_grad`` before S's step), so skipping them
-changes no result and saves a third of S's backward cost.
+One :class:`Trainer` serves the CLI, the napari widget and scripts; the updates of one
+iteration are :class:`~.steps.UpdateSteps`'.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..checkpoints import read_bundle, save_bundle
-from ..device import (
-    autocast_dtype,
-    deterministic_algorithms,
-    dtype_name,
-    prefers_channels_last,
-    resolve_device,
-)
+from ..device import Placement, deterministic_algorithms, dtype_name, resolve_device
 from ..errors import InputError
 from ..model import Provenance, TAGANModel
-from ..networks import build_discriminator, init_weights
 from . import distributed
 from .batches import Batch, BatchSampler, crop_shape, make_batch
 from .data import TrainingDataset
-from .logs import METRIC_COLUMNS, CsvLog, loss_columns
+from .reporting import METRIC_COLUMNS, CsvLog, TrainerCallbacks, TrainingSummary, loss_columns
 from .schedules import LRSchedule
-from .state import ImagePool, TrainingState, match_parameter_layout
-from .steps import UpdateSteps, set_requires_grad
-from .validation import Placement, evaluate
+from .state import ImagePool, TrainingState
+from .steps import UpdateSteps, check_objectives, loss_names, new_discriminator, set_requires_grad
+from .validation import choose_best_metric, evaluate
 
 LATEST = "latest.tagan"
 BEST = "best.tagan"
 DEFAULT_CHECKPOINT_EVERY = 500
-#: Settings a resumed run takes from the saved one unless given.
-RESUMED_SETTINGS = ("batch_size", "crop_size", "seed", "validate_every", "checkpoint_every")
 
 
 def periodic_name(iteration: int) -> str:
     """File name of the periodic checkpoint at ``iteration``."""
     return f"iter_{iteration:06d}.tagan"
-
-
-@dataclass
-class TrainerCallbacks:
-    """Optional hooks; each is called on the training thread (rank 0 only under DDP).
-
-    Attributes
-    ----------
-    on_iteration
-        ``(iteration, total, losses, lr)`` after every update; ``losses`` maps each loss
-        term (``D_real``, ``D_fake``, ``D``, ``G_GAN``, ``G_seg``, ``G``, ``S``, ...) to
-        its value.
-    on_validation
-        ``(iteration, metrics)`` after every validation (``psnr``, ``ssim``, ``dice``,
-        ``iou``; NaN where not defined).
-    on_preview
-        ``(iteration, synthetic_sted)``: G's output for the preview image, in its
-        intensity units.
-    on_checkpoint
-        ``(iteration, path)`` after a bundle is written.
-    should_stop
-        Polled after every iteration; True stops training (``latest`` is saved).
-    """
-
-    on_iteration: Callable[[int, int, dict[str, float], float], None] | None = None
-    on_validation: Callable[[int, dict[str, float]], None] | None = None
-    on_preview: Callable[[int, np.ndarray], None] | None = None
-    on_checkpoint: Callable[[int, Path], None] | None = None
-    should_stop: Callable[[], bool] | None = None
-
-
-@dataclass
-class TrainingSummary:
-    """What :meth:`Trainer.run` did."""
-
-    iterations: int
-    stopped_early: bool
-    latest: Path
-    best: Path | None
-    metrics: list[dict[str, float]] = field(default_factory=list)
 
 
 def _check_settings(iterations: int | None, epochs: int | None, **values: int | None) -> None:
@@ -205,7 +140,7 @@ class Trainer:
         self.seed, self.deterministic, self.preview_image = int(seed), deterministic, preview_image
         self._stop = threading.Event()
         self._continuing = False
-        self._check_model_and_data()
+        self.uses_labels, self.train_segmenter = check_objectives(model, train_data, valid_data)
         self._place(device, amp, channels_last)
         if self.is_main and (self.output_dir / LATEST).exists() and not overwrite:
             raise InputError(
@@ -219,23 +154,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ construction
 
-    def _check_model_and_data(self) -> None:
-        cfg, model = self.config, self.model
-        self.train_data.check_model(cfg)
-        if self.valid_data is not None:
-            self.valid_data.check_model(cfg, "validation data")
-        self.uses_labels = cfg.segmenter is not None and cfg.seg_target == "labels"
-        self.train_segmenter = model.segmenter is not None and not cfg.freeze_segmenter
-        if model.segmenter is None and cfg.segmenter is not None:
-            raise InputError("the model has no segmenter weights but its config names one")
-        if self.train_segmenter and self.uses_labels and not self.train_data.has_targets:
-            raise InputError(
-                f"the {cfg.preset!r} preset trains S on labels, but the training data has no "
-                "annotated pixels; add labels (masks) or use a preset without S"
-            )
-        if cfg.seg_target == "segmenter_on_real" and model.segmenter is None:
-            raise InputError(f"the {cfg.preset!r} preset needs a (pretrained) segmenter")
-
     def _place(self, device: str | torch.device, amp: bool, channels_last: bool | None) -> None:
         """Device, process group, autocast dtype and memory format."""
         self.device = resolve_device(device)
@@ -246,23 +164,14 @@ class Trainer:
         self.world = self.dist.world_size if self.dist else 1
         self.rank = self.dist.rank if self.dist else 0
         self.is_main = self.rank == 0
-        self.amp_dtype = autocast_dtype(self.device, "auto") if amp else None
-        if channels_last is None:
-            channels_last = prefers_channels_last(self.device, self.amp_dtype)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.placement = Placement(self.device, self.amp_dtype, self.memory_format)
+        self.placement = Placement.choose(self.device, amp=amp, channels_last=channels_last)
+        self.amp_dtype, self.memory_format = self.placement.amp_dtype, self.placement.memory_format
 
     def _build_networks(self) -> None:
         """A new D if the model has none; networks on the device, in the memory format."""
-        model, cfg = self.model, self.config
+        model = self.model
         if model.discriminator is None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed)
-                d_net = build_discriminator(
-                    cfg.discriminator, cfg.input_nc + cfg.output_nc, cfg.ndf, cfg.norm,
-                    cfg.n_layers_d,
-                )  # fmt: skip
-                model.discriminator = init_weights(d_net, cfg.init_type, cfg.init_gain)
+            model.discriminator = new_discriminator(model.config, self.seed)
         model.to(self.device)
         for net in model.networks().values():
             net.to(memory_format=self.memory_format)
@@ -270,29 +179,19 @@ class Trainer:
             set_requires_grad(model.segmenter, False)
 
     def _build_optimization(self) -> None:
-        """Optimizers of the trained networks, schedule, pool and the update steps."""
+        """Schedule and the update steps (with the optimizers of the trained networks)."""
         model, cfg = self.model, self.config
         trained = {"generator": model.generator, "discriminator": model.discriminator}
         if self.train_segmenter:
             trained["segmenter"] = model.segmenter
-        self.optimizers = {role: self._adam(net) for role, net in trained.items()}
-        if self.dist is not None:  # DDP wraps only the passes whose weights are updated
-            trained = {k: distributed.data_parallel(n, self.device) for k, n in trained.items()}
         self.schedule = LRSchedule.from_config(cfg)
-        self.loss_names = self._loss_names()
+        self.loss_names = loss_names(model, self.train_segmenter)
         self.steps = UpdateSteps(
-            model, trained, self.optimizers, self.placement,
+            model, trained, self.placement,
             loss_names=self.loss_names, uses_labels=self.uses_labels,
             pool=ImagePool(cfg.pool_size, self.seed + 1), dist=self.dist,
         )  # fmt: skip
-        self.pool, self.scaler = self.steps.pool, self.steps.scaler
-
-    def _adam(self, net: nn.Module | None) -> torch.optim.Optimizer:
-        """Adam with the config's lr and beta1, as the original; fused where it exists."""
-        assert net is not None
-        fused = True if self.device.type in ("cpu", "cuda") else None
-        betas = (self.config.beta1, 0.999)
-        return torch.optim.Adam(net.parameters(), lr=self.config.lr, betas=betas, fused=fused)
+        self.optimizers, self.scaler = self.steps.optimizers, self.steps.scaler
 
     def _plan(
         self,
@@ -317,37 +216,15 @@ class Trainer:
         self.checkpoint_every = checkpoint_every or DEFAULT_CHECKPOINT_EVERY
         self.preview_every = preview_every or self.validate_every
         self.metrics: list[dict[str, float]] = []
-        self.best_metric = self._choose_best_metric(best_metric)
+        self.best_metric = choose_best_metric(
+            best_metric, self.model, self.valid_data, uses_labels=self.uses_labels
+        )
         self.best_value, self.best_iteration = -math.inf, None
         self._origin = self.model.source
         out = self.output_dir
         columns = loss_columns(self.loss_names)
         self.losses_csv = CsvLog(out / "losses.csv", columns, self.is_main)
         self.metrics_csv = CsvLog(out / "metrics.csv", METRIC_COLUMNS, self.is_main)
-
-    def _choose_best_metric(self, best_metric: str) -> str:
-        if best_metric == "auto":
-            valid = self.valid_data
-            evaluates_seg = self.model.segmenter is not None and (
-                not self.uses_labels or (valid is not None and valid.has_targets)
-            )
-            return "dice" if evaluates_seg else "psnr"
-        if best_metric not in ("dice", "psnr", "ssim"):
-            raise InputError(f"best_metric must be auto, dice, psnr or ssim, got {best_metric!r}")
-        return best_metric
-
-    def _loss_names(self) -> tuple[str, ...]:
-        cfg = self.config
-        names = ["D_real", "D_fake", *(["D_gp"] if cfg.gan_mode == "wgangp" else []), "D"]
-        names.append("G_GAN")
-        if self.model.segmenter is not None and cfg.lambda_seg > 0:
-            names.append("G_seg")
-        if cfg.lambda_pixel > 0:
-            names.append("G_pixel")
-        names.append("G")
-        if self.train_segmenter:
-            names.append("S")
-        return tuple(names)
 
     # ------------------------------------------------------------------ state
 
@@ -371,17 +248,9 @@ class Trainer:
             raise InputError(f"nothing to resume: {path} does not exist")
         bundle = read_bundle(path, with_discriminator=True)
         state = TrainingState.from_dict(bundle.training_state, str(path))
-        for key in RESUMED_SETTINGS:
-            if kwargs.get(key) is None and getattr(state, key) is not None:
-                kwargs[key] = getattr(state, key)
-        if kwargs.get("iterations") is None and kwargs.get("epochs") is None:
-            kwargs["iterations"] = state.total
-        if state.device_type == resolve_device(kwargs.get("device") or "auto").type:
-            # Same kind of device: same memory format, so the continued run is bitwise equal.
-            kwargs.setdefault("channels_last", state.channels_last)
-        kwargs["overwrite"] = True
+        options = state.resume_options(kwargs)
         bundle.model.source = state.origin
-        trainer = cls(bundle.model, train_data, valid_data, output_dir=output_dir, **kwargs)
+        trainer = cls(bundle.model, train_data, valid_data, output_dir=output_dir, **options)
         trainer._restore(state)
         return trainer
 
@@ -399,31 +268,22 @@ class Trainer:
             validate_every=self.validate_every, checkpoint_every=self.checkpoint_every,
             channels_last=self.memory_format == torch.channels_last,
             device_type=self.device.type, amp_dtype=self.amp_name, world_size=self.world,
-            optimizers={k: o.state_dict() for k, o in self.optimizers.items()},
+            **self.steps.state_dict(), torch_rng=torch.get_rng_state(),
             schedule=self.schedule.state_dict(), sampler=self.sampler.state_dict(),
-            pool=self.pool.state_dict(), torch_rng=torch.get_rng_state(),
             metrics=list(self.metrics), best_metric=self.best_metric,
             best_value=self.best_value, best_iteration=self.best_iteration,
-            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
             origin=self._origin, training_data_fingerprint=self.train_data.fingerprint,
             cuda_rng=torch.cuda.get_rng_state(self.device) if cuda else None,
         )  # fmt: skip
 
     def _restore(self, state: TrainingState) -> None:
         self.iteration = int(state.iteration)
-        for key, opt in self.optimizers.items():
-            if key not in state.optimizers:
-                raise InputError(f"the saved run has no optimizer state for the {key}")
-            opt.load_state_dict(state.optimizers[key])
-            match_parameter_layout(opt)
+        self.steps.load_state(state)
         self.schedule.load_state_dict(state.schedule)
         self.sampler.load_state_dict(state.sampler)
-        self.pool.load_state_dict(state.pool, self.device)
         torch.set_rng_state(state.torch_rng)
         if state.cuda_rng is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state.cuda_rng, self.device)
-        if state.scaler and self.scaler.is_enabled():
-            self.scaler.load_state_dict(state.scaler)
         self.metrics = [dict(m) for m in state.metrics]
         if state.best_metric == self.best_metric and state.best_value is not None:
             self.best_value, self.best_iteration = float(state.best_value), state.best_iteration
@@ -459,7 +319,7 @@ class Trainer:
         self._begin()
         stopped = False
         with deterministic_algorithms(self.deterministic):
-            self._train_mode()
+            self.steps.train_mode()
             if not self.metrics and self.valid_data is not None:
                 self._validate()
                 self._preview()
@@ -508,21 +368,17 @@ class Trainer:
             self._save(self.output_dir / periodic_name(i))
             self._save(self.output_dir / LATEST)
 
-    def _train_mode(self) -> None:
-        self.model.generator.train()
-        self.model.discriminator.train()  # type: ignore[union-attr]
-        if self.model.segmenter is not None:
-            self.model.segmenter.train(self.train_segmenter)
-
     def _next_batch(self) -> Batch[torch.Tensor]:
         """The slice for this rank of of the next global batch, on the device."""
         b = self.config.batch_size
         crops = self.sampler.draw(b * self.world, self.crop)
         mine = crops[self.rank * b : (self.rank + 1) * b]
         return make_batch(self.train_data, mine, self.crop).map(
-            lambda a: torch.from_numpy(a)
-            .to(self.device, non_blocking=True)
-            .contiguous(memory_format=self.memory_format)
+            lambda a: (
+                torch.from_numpy(a)
+                .to(self.device, non_blocking=True)
+                .contiguous(memory_format=self.memory_format)
+            )
         )
 
     def train_step(self, batch: Batch[torch.Tensor]) -> dict[str, float]:

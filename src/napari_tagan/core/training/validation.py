@@ -5,29 +5,16 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..device import autocast
+from ..device import Placement
+from ..errors import InputError
 from ..metrics import dice_iou_from_counts, overlap_counts, psnr, ssim
 from ..model import TAGANModel
 from .batches import validation_item
 from .data import TrainingDataset
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where and how the networks run: device, autocast dtype (None: fp32), memory format."""
-
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    memory_format: torch.memory_format
-
-    def autocast(self) -> contextlib.AbstractContextManager[object]:
-        """Autocast for :attr:`amp_dtype` on :attr:`device`."""
-        return autocast(self.device, self.amp_dtype)
 
 
 def segmenter_target(model: TAGANModel, real: torch.Tensor) -> torch.Tensor:
@@ -113,3 +100,17 @@ def _overlap(
         thr = np.asarray(cfg.seg_thresholds, np.float32)[:, None, None]
         return overlap_counts(seg > thr, ref > 0.5, None)
     return overlap_counts(seg > mid, ref > mid, None)
+
+
+def choose_best_metric(
+    name: str, model: TAGANModel, valid_data: TrainingDataset | None, *, uses_labels: bool
+) -> str:
+    """The metric that selects ``best`` (``auto``: Dice where S is evaluated, else PSNR)."""
+    if name == "auto":
+        evaluates_seg = model.segmenter is not None and (
+            not uses_labels or (valid_data is not None and valid_data.has_targets)
+        )
+        return "dice" if evaluates_seg else "psnr"
+    if name not in ("dice", "psnr", "ssim"):
+        raise InputError(f"best_metric must be auto, dice, psnr or ssim, got {name!r}")
+    return name

@@ -1,13 +1,57 @@
-"""The run's CSV logs (``losses.csv``, ``metrics.csv``)."""
+"""What a run reports: callbacks, the CSV logs (``losses.csv``, ``metrics.csv``), the summary."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 #: ``metrics.csv``: one row per validation (the first at iteration 0, before any update).
 METRIC_COLUMNS = ("iteration", "psnr", "ssim", "dice", "iou", "epoch")
+
+
+@dataclass
+class TrainerCallbacks:
+    """Optional hooks; each is called on the training thread (rank 0 only under DDP).
+
+    Attributes
+    ----------
+    on_iteration
+        ``(iteration, total, losses, lr)`` after every update; ``losses`` maps each loss
+        term (``D_real``, ``D_fake``, ``D``, ``G_GAN``, ``G_seg``, ``G``, ``S``, ...) to
+        its value.
+    on_validation
+        ``(iteration, metrics)`` after every validation (``psnr``, ``ssim``, ``dice``,
+        ``iou``; NaN where not defined).
+    on_preview
+        ``(iteration, synthetic_sted)``: G's output for the preview image, in its
+        intensity units.
+    on_checkpoint
+        ``(iteration, path)`` after a bundle is written.
+    should_stop
+        Polled after every iteration; True stops training (``latest`` is saved).
+    """
+
+    on_iteration: Callable[[int, int, dict[str, float], float], None] | None = None
+    on_validation: Callable[[int, dict[str, float]], None] | None = None
+    on_preview: Callable[[int, np.ndarray], None] | None = None
+    on_checkpoint: Callable[[int, Path], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+
+
+@dataclass
+class TrainingSummary:
+    """What :meth:`Trainer.run` did."""
+
+    iterations: int
+    stopped_early: bool
+    latest: Path
+    best: Path | None
+    metrics: list[dict[str, float]] = field(default_factory=list)
 
 
 def loss_columns(loss_names: tuple[str, ...]) -> tuple[str, ...]:
