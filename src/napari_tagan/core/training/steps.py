@@ -245,7 +245,7 @@ class UpdateSteps:
     def _has_annotation(self, weights: torch.Tensor | None) -> bool:
         """Whether the batch (of every rank, under DDP) holds an annotated pixel."""
         flag = weights is not None and bool(weights.amax() > 0)
-        return distributed.any_rank(flag, self.device) if self.dist is not None else flag
+        return distributed.any_rank(flag, self.placement.device) if self.dist is not None else flag
 
     def _backward_step(self, loss: torch.Tensor, role: str, *, step: bool = True) -> None:
         opt = self.optimizers[role]
