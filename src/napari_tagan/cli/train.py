@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
     from napari_tagan.core.training import TrainerCallbacks
     from napari_tagan.core.training.distributed import launched_distributed, shutdown_distributed
 
-    main = not launched_distributed() or int(__import__("os").environ.get("RANK", "0")) == 0
+    main = not launched_distributed() or int(os.environ.get("RANK", "0")) == 0
     bar = tqdm(total=0, unit="it", disable=args.no_progress or not main, dynamic_ncols=True)
     shown: dict[str, str] = {}
 

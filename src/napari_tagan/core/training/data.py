@@ -112,7 +112,9 @@ class TrainingDataset(Sequence[TrainingSample]):
                 )
 
 
-# ------------------------------------------------------------------------------ labels
+# ------------------------------------------------------------------------------ annotations
+# The annotation convention (0 not annotated, 1 background, 2.. classes) and mask → target
+# conversion: to be replaced by core/annotations.py.
 
 
 def labels_to_targets(
@@ -149,41 +151,62 @@ def labels_to_targets(
     InputError
         Wrong shapes, labels beyond the class count, non-finite masks.
     """
-    lo, hi = (np.float32(v) for v in mask_range)
     if n_classes < 1:
         raise InputError(f"n_classes must be ≥ 1, got {n_classes}")
+    lo, hi = (np.float32(v) for v in mask_range)
     if isinstance(labels, list | tuple):
-        if len(labels) != n_classes:
-            raise InputError(f"got {len(labels)} per-class label images for {n_classes} class(es)")
-        layers = [np.asarray(x) for x in labels]
-        shapes = {x.shape for x in layers}
-        if len(shapes) != 1 or layers[0].ndim != 2:
-            raise InputError(f"per-class label images must be 2D and equal in shape, got {shapes}")
-        targets = np.full((n_classes, *layers[0].shape), lo, np.float32)
-        weights = np.zeros((n_classes, *layers[0].shape), np.float32)
-        for k, layer in enumerate(layers):
-            _check_integer(layer, f"label image of class {k + 1}")
-            if layer.size and (layer.max() > 2 or layer.min() < 0):
-                raise InputError(
-                    f"per-class label image {k + 1} holds values {int(layer.min())}.."
-                    f"{int(layer.max())}; expected 0 (not annotated), 1 (background), 2 (class)"
-                )
-            targets[k][layer == 2] = hi
-            weights[k] = (layer != 0).astype(np.float32)
-        return targets, weights
+        return _per_class_labels(labels, n_classes, lo, hi)
     array = np.asarray(labels)
     if array.ndim == 2 and np.issubdtype(array.dtype, np.integer):
-        if array.size and (array.min() < 0 or array.max() > n_classes + 1):
+        return _label_image(array, n_classes, lo, hi)
+    return _mask_array(array, n_classes, lo, hi)
+
+
+def _per_class_labels(
+    labels: Sequence[Any], n_classes: int, lo: np.float32, hi: np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """One label image per class: 0 = not annotated, 1 = background, 2 = the class."""
+    if len(labels) != n_classes:
+        raise InputError(f"got {len(labels)} per-class label images for {n_classes} class(es)")
+    layers = [np.asarray(x) for x in labels]
+    shapes = {x.shape for x in layers}
+    if len(shapes) != 1 or layers[0].ndim != 2:
+        raise InputError(f"per-class label images must be 2D and equal in shape, got {shapes}")
+    targets = np.full((n_classes, *layers[0].shape), lo, np.float32)
+    weights = np.zeros((n_classes, *layers[0].shape), np.float32)
+    for k, layer in enumerate(layers):
+        _check_integer(layer, f"label image of class {k + 1}")
+        if layer.size and (layer.max() > 2 or layer.min() < 0):
             raise InputError(
-                f"label image holds values {int(array.min())}..{int(array.max())}; with "
-                f"{n_classes} class(es) expected 0 (not annotated), 1 (background), 2.."
-                f"{n_classes + 1} (classes)"
+                f"per-class label image {k + 1} holds values {int(layer.min())}.."
+                f"{int(layer.max())}; expected 0 (not annotated), 1 (background), 2 (class)"
             )
-        targets = np.full((n_classes, *array.shape), lo, np.float32)
-        for k in range(n_classes):
-            targets[k][array == k + 2] = hi
-        weights = np.repeat((array != 0)[None].astype(np.float32), n_classes, axis=0)
-        return targets, weights
+        targets[k][layer == 2] = hi
+        weights[k] = (layer != 0).astype(np.float32)
+    return targets, weights
+
+
+def _label_image(
+    array: np.ndarray, n_classes: int, lo: np.float32, hi: np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """One integer label image: 0 = not annotated, 1 = background, ``k + 2`` = class k."""
+    if array.size and (array.min() < 0 or array.max() > n_classes + 1):
+        raise InputError(
+            f"label image holds values {int(array.min())}..{int(array.max())}; with "
+            f"{n_classes} class(es) expected 0 (not annotated), 1 (background), 2.."
+            f"{n_classes + 1} (classes)"
+        )
+    targets = np.full((n_classes, *array.shape), lo, np.float32)
+    for k in range(n_classes):
+        targets[k][array == k + 2] = hi
+    weights = np.repeat((array != 0)[None].astype(np.float32), n_classes, axis=0)
+    return targets, weights
+
+
+def _mask_array(
+    array: np.ndarray, n_classes: int, lo: np.float32, hi: np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks (n_classes, Y, X), annotated everywhere; floats in [0, 1] are fractions."""
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3 or array.shape[0] != n_classes:
@@ -196,11 +219,8 @@ def labels_to_targets(
     elif np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise InputError("mask array holds NaN or infinite values")
-        frac = (
-            array.astype(np.float32)
-            if array.size and array.min() >= 0 and array.max() <= 1
-            else (array != 0).astype(np.float32)
-        )
+        in_unit = array.size and array.min() >= 0 and array.max() <= 1
+        frac = array.astype(np.float32) if in_unit else (array != 0).astype(np.float32)
     else:
         _check_integer(array, "mask array")
         frac = (array != 0).astype(np.float32)
@@ -318,7 +338,9 @@ def dataset_from_arrays(
     return TrainingDataset(config, samples, h.hexdigest(), source="arrays")
 
 
-# ------------------------------------------------------------------------------ folders
+# ------------------------------------------------------------------------------ file layouts
+# The TA-GAN file layouts (channel order of a stack, BF/SIM/masks folders): to be replaced
+# by core/layouts.py.
 
 
 def _resolve_split(path: Path, split: str) -> Path:
