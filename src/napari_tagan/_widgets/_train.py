@@ -492,7 +492,7 @@ class TrainWidget(Container):
 
         self._preview_target = preview_target
         # The preview layer is added now, hidden, and only updated during training: adding
-        # a layer is napari's costliest main-thread step (0.1-0.5 s), updating it is not.
+        # a layer is napari's costliest main-thread step, updating it is not.
         self._preview_layer(np.zeros(preview.shape, np.float32), None).visible = False
         self._worker = start_worker(
             job, on_result=self._on_done, on_finished=self._on_finished, what="Train"
