@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Size of every sample (fine pixels); 512² takes a fraction of a second.
+#: Size of every sample (fine pixels): big enough to show the structures, quick to draw.
 SAMPLE_SHAPE = (512, 512)
 SAMPLE_SEED = 0
 
@@ -99,7 +99,9 @@ def _truth_layer(
     structure: str, class_name: str, mask: Any, scale: tuple[float, float], meta: dict[str, Any]
 ) -> tuple[Any, dict[str, Any], str]:
     """A complete ground-truth mask as a Labels layer of the annotation convention."""
-    from napari_tagan.core import annotations as ann
+    # not "from napari_tagan.core import annotations": the package's own
+    # "from __future__ import annotations" answers that name until the module is loaded
+    import napari_tagan.core.annotations as ann
 
     style = ann.annotation_layer_kwargs(class_name, background=ann.TRANSPARENT)
     kwargs = {
