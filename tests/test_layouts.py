@@ -102,3 +102,28 @@ def test_recognise_known_answers():
     assert recognise(_file(rng, "mmm"), "QYX") is None
     assert recognise(_file(rng, "iim").astype(np.float32), "QYX") is None
     assert recognise(np.zeros((3, 4, 4), np.uint16), "QYX") is None
+
+
+def test_a_simulated_file_opened_lazily_gives_its_confocal(tmp_path):
+    # what predict does with a whole TA-GAN file: recognise it, take the confocal
+    from napari_tagan.core.simulate import simulate, write_dataset
+    from napari_tagan.core.tiff import open_tiff
+
+    root = write_dataset(tmp_path, "axons", 1, 0, shape=(48, 64), seed=2)
+    (path,) = (root / "train").glob("*.tif")
+    source = open_tiff(path)
+    layout = recognise(source.data, source.axes, hint="axons")
+    assert layout is LAYOUTS["axons"]
+    confocal = confocal_of(source.data, layout)
+    assert confocal.shape == (48, 64)
+    expected = np.rint(simulate("axons", (48, 64), seed=_stored_seed(path)).confocal)
+    np.testing.assert_array_equal(confocal, expected.astype(np.uint16))
+
+
+def _stored_seed(path) -> int:
+    import json
+
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        return json.loads(tif.imagej_metadata["Info"])["seed"]

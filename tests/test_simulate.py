@@ -447,3 +447,10 @@ def test_writer_follows_the_layouts_table(tmp_path):
         assert layouts.recognise(data, "CYX") is layout
         assert data.dtype == np.dtype(layout.dtype)
         assert set(np.unique(layouts.split(data, layout)["mask"])) <= {0, layout.mask_on}
+
+
+def test_cli_offers_the_structures_the_writer_writes():
+    from napari_tagan.cli.simulate import STRUCTURES as CLI_STRUCTURES
+    from napari_tagan.core.simulate.dataset import WRITABLE
+
+    assert CLI_STRUCTURES == WRITABLE == ("axons", "dendrites", "nanodomains", "saureus")

@@ -14,11 +14,18 @@ import numpy as np
 from ..errors import InputError
 from ..io import atomic_output, atomic_write_bytes
 from ..layouts import LAYOUTS, FileLayout
-from .params import CLASS_NAMES, ImagingParams, Structure, StructureParams, default_params
+from .params import (
+    CLASS_NAMES,
+    STRUCTURES,
+    ImagingParams,
+    Structure,
+    StructureParams,
+    default_params,
+)
 from .sample import SimulatedSample, simulate
 
-#: Structures :func:`write_dataset` writes (those with an original TA-GAN layout).
-WRITABLE = ("axons", "dendrites", "nanodomains", "saureus")
+#: Structures :func:`write_dataset` writes: those with an original TA-GAN layout.
+WRITABLE = tuple(s for s in STRUCTURES if s in LAYOUTS)
 _LEGACY8_MAX = 255
 
 
@@ -37,28 +44,20 @@ def write_dataset(
     """Write a simulated training set in the original TA-GAN folder layout.
 
     ``root/train``, ``root/valid`` (and ``root/test`` when ``n_test > 0``) receive one
-    multi-page TIFF per sample, channels first:
+    file per sample in the structure's layout of :data:`napari_tagan.core.layouts.LAYOUTS`
+    (channels first; S. aureus: ``BF/``, ``SIM/`` and ``masks/`` folders).
 
-    * axons: confocal, STED, rings mask (0/255), uint16, 3×Y×X;
-    * dendrites: confocal, STED, rings mask, fibers mask (masks 0/32768), uint16, 4×Y×X;
-    * nanodomains: confocal, STED, mask (0/255), uint8, 3×Y×X, as the original data;
-    * saureus: ``BF/``, ``SIM/`` (uint16) and ``masks/`` (bool) sub-folders holding 2-D
-      images with the same file name.
-
-    (the layouts of :data:`napari_tagan.core.layouts.LAYOUTS`).
-
-    Intensities are written as photon counts, not rescaled: TA-GAN's "legacy8"
-    normalisation clips at 255, and the default photon budgets put the maxima around
-    60–200 like the original axon / dendrite data. Counts above 255 (uint8 files: clipped)
-    raise a ``UserWarning`` naming how many pixels saturate: lower the photon budget
-    rather than let the loader clip them.
+    Intensities are photon counts, not rescaled: TA-GAN's "legacy8" normalisation clips at
+    255, and the default photon budgets put the maxima around 60–200 like the original
+    axon / dendrite data. Counts above 255 (uint8 files: clipped) raise a ``UserWarning``
+    naming how many pixels saturate: lower the photon budget rather than let the loader
+    clip them.
 
     The pixel size is stored as TIFF resolution (pixels per µm) and ImageJ ``spacing`` /
-    ``unit``; channel names and the simulation parameters (with the per-sample seed)
-    are stored in the ImageJ ``Labels`` / ``Info`` entries, and ``root/simulation.json``
-    records the generator. Files are written through
-    :func:`~napari_tagan.core.io.atomic_output` (an interrupted run never leaves a
-    half-written TIFF), readable as ``open()`` would make them.
+    ``unit``; channel names and the simulation parameters (with the per-sample seed) in the
+    ImageJ ``Labels`` / ``Info`` entries; ``root/simulation.json`` records the generator.
+    Files are written through :func:`~napari_tagan.core.io.atomic_output` (never
+    half-written), readable as ``open()`` would make them.
 
     Parameters
     ----------
@@ -89,25 +88,30 @@ def write_dataset(
     params = default_params(structure) if params is None else params
     structure_params = StructureParams() if structure_params is None else structure_params
     root = Path(root)
-    total = n_train + n_valid + n_test
-    sample_seeds = np.random.SeedSequence(seed).generate_state(max(total, 1), np.uint32)
-    saturated = 0
-    index = 0
     for split, n in counts.items():
-        if n == 0 and split == "test":
-            continue
-        folder = root / split
-        folder.mkdir(parents=True, exist_ok=True)
-        for _ in range(n):
-            sample = simulate(
-                structure,
-                shape,
-                seed=int(sample_seeds[index]),
-                params=params,
-                structure_params=structure_params,
-            )
-            saturated += _write_sample(tifffile, folder, f"{structure}_{index:05d}.tif", sample)
-            index += 1
+        if n or split != "test":
+            (root / split).mkdir(parents=True, exist_ok=True)
+    saturated = 0
+    for index, (split, sample_seed) in enumerate(_sample_seeds(counts, seed)):
+        sample = simulate(
+            structure, shape, seed=sample_seed, params=params, structure_params=structure_params
+        )
+        saturated += _write_sample(tifffile, root / split, f"{structure}_{index:05d}.tif", sample)
+    _write_manifest(root, structure, seed, shape, counts, params, structure_params)
+    if saturated:
+        _warn_saturation(saturated)
+    return root
+
+
+def _write_manifest(
+    root: Path,
+    structure: str,
+    seed: int,
+    shape: tuple[int, int],
+    counts: dict[str, int],
+    params: ImagingParams,
+    structure_params: StructureParams,
+) -> None:
     manifest = {
         "generator": "napari_tagan.core.simulate.write_dataset",
         "structure": structure,
@@ -121,15 +125,23 @@ def write_dataset(
     }
     text = json.dumps(manifest, indent=2) + "\n"
     atomic_write_bytes(root / "simulation.json", text.encode("utf-8"))
-    if saturated:
-        warnings.warn(
-            f"{saturated} pixels of the written images exceed 255 photons and will be "
-            "clipped by TA-GAN's 8-bit ('legacy8') normalisation; lower confocal_photons / "
-            "sted_photons to keep the structures unsaturated.",
-            UserWarning,
-            stacklevel=2,
-        )
-    return root
+
+
+def _warn_saturation(saturated: int) -> None:
+    warnings.warn(
+        f"{saturated} pixels of the written images exceed 255 photons and will be "
+        "clipped by TA-GAN's 8-bit ('legacy8') normalisation; lower confocal_photons / "
+        "sted_photons to keep the structures unsaturated.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _sample_seeds(counts: dict[str, int], seed: int) -> list[tuple[str, int]]:
+    """(split, seed) of every sample in writing order; one seed each, from ``seed``."""
+    splits = [split for split, n in counts.items() for _ in range(n)]
+    seeds = np.random.SeedSequence(seed).generate_state(max(len(splits), 1), np.uint32)
+    return [(split, int(s)) for split, s in zip(splits, seeds, strict=False)]
 
 
 def _check_request(structure: str, *counts: int) -> None:
