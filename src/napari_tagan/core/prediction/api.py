@@ -22,7 +22,7 @@ from ..networks import stride_multiple
 from ..normalization import NormStats, denormalize, target_to_probability
 from .budget import alloc, use_disk
 from .engine import Engine, ProgressCallback, network_mode, networks_of, padded_shape, seeded
-from .inputs import WindowReader, as_array, plane_reader, split_axes
+from .inputs import WindowReader, as_array, plane_reader, split_axes, sted_channels_first
 from .options import Mode, RunOptions, check_request
 
 if TYPE_CHECKING:
@@ -361,14 +361,7 @@ def segment(
     cfg = model.config
     if model.segmenter is None or cfg.segmenter is None:
         raise InputError(f"the {cfg.preset!r} model has no segmenter")
-    chw = as_array(image)
-    if chw.ndim == 2 and cfg.output_nc == 1:
-        chw = chw[None]
-    if chw.ndim != 3 or chw.shape[0] != cfg.output_nc:
-        raise InputError(
-            f"image of shape {tuple(image.shape)}: the segmenter expects {cfg.output_nc} "
-            "STED channel(s) first"
-        )
+    chw = sted_channels_first(model, as_array(image))
     dev = _device_for(model, opts)
     check_precision(opts.precision, dev)
     model.to(dev)

@@ -54,6 +54,18 @@ def as_channels_first(model: TAGANModel, image: Any) -> tuple[Any, bool]:
     )
 
 
+def sted_channels_first(model: TAGANModel, image: Any) -> Any:
+    """A STED-like image (what S takes) as (C, Y, X), checked against the model's channels."""
+    n = model.config.output_nc
+    chw = image[None] if len(image.shape) == 2 and n == 1 else image
+    if len(chw.shape) != 3 or chw.shape[0] != n:
+        raise InputError(
+            f"image of shape {tuple(image.shape)}: the segmenter expects {n} STED channel(s) "
+            f"first, i.e. ({n}, Y, X){' or (Y, X)' if n == 1 else ''}"
+        )
+    return chw
+
+
 def check_finite(array: np.ndarray, what: str = "image") -> None:
     """Raise :class:`InputError` if ``array`` holds NaN or infinite values."""
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
