@@ -7,8 +7,7 @@ deviation, in intensity units) and shapes the results like the input.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +20,7 @@ from ..errors import InputError
 from ..networks import stride_multiple
 from ..normalization import NormStats, denormalize, target_to_probability
 from .budget import alloc, use_disk
-from .engine import Engine, ProgressCallback, network_mode, networks_of, padded_shape, seeded
+from .engine import Engine, ProgressCallback, padded_shape, running
 from .inputs import WindowReader, as_array, plane_reader, split_axes, sted_channels_first
 from .options import Mode, RunOptions, check_request
 
@@ -57,17 +56,6 @@ class _Buffers:
     sted: np.ndarray  # (n_out, *padded)
     variability: np.ndarray | None  # (n_out, Y, X): M2, then the std
     segmentation: np.ndarray | None  # (n_classes, Y, X)
-
-
-@contextlib.contextmanager
-def _memory_format_kept(model: TAGANModel, backend: str) -> Iterator[None]:
-    """Hand the networks back in their own memory format after a channels-last run."""
-    try:
-        yield
-    finally:
-        if backend == "channels_last":
-            for net in model.networks().values():
-                net.to(memory_format=torch.contiguous_format)
 
 
 def _device_for(model: TAGANModel, options: RunOptions) -> torch.device:
@@ -169,21 +157,17 @@ def _run_planes(
     )
     roles = ("generator", "segmenter") if call.segment else ("generator",)
     stats: list[NormStats] = []
-    with (
-        _memory_format_kept(model, backend),
-        network_mode(model, call.mode) as working,
-        torch.inference_mode(),
-        seeded(call.seed, call.device),
-    ):
-        engine = Engine(
-            networks_of(model, working, roles),
-            device=call.device,
-            mode=call.mode,
-            backend=backend,
-            options=call.options,
-            progress=progress,
-            should_stop=should_stop,
-        )
+    with running(
+        model,
+        roles,
+        mode=call.mode,
+        seed=call.seed,
+        device=call.device,
+        backend=backend,
+        options=call.options,
+        progress=progress,
+        should_stop=should_stop,
+    ) as engine:
         engine.start(padded, planes * call.generations)
         for p in range(planes):
             plane = image[p] if stacked else image
@@ -377,20 +361,17 @@ def segment(
         pixels=h * w,
     )
     seg = alloc((cfg.n_classes, h, w), use_disk(h * w * 4 * cfg.n_classes, opts.on_disk))
-    with (
-        _memory_format_kept(model, backend),
-        network_mode(model, "eval") as working,
-        torch.inference_mode(),
-    ):
-        engine = Engine(
-            networks_of(model, working, ("segmenter",)),
-            device=dev,
-            mode="eval",
-            backend=backend,
-            options=opts,
-            progress=progress,
-            should_stop=should_stop,
-        )
+    with running(
+        model,
+        ("segmenter",),
+        mode="eval",
+        seed=None,
+        device=dev,
+        backend=backend,
+        options=opts,
+        progress=progress,
+        should_stop=should_stop,
+    ) as engine:
         engine.start(padded, 1)
         read, _ = plane_reader(model, chw, padded, regions=False)
         engine.run_network(engine.networks[0], read, padded, seg, (h, w))

@@ -140,6 +140,52 @@ def networks_of(model: TAGANModel, working: TAGANModel, roles: tuple[str, ...]) 
     return nets
 
 
+@contextlib.contextmanager
+def running(
+    model: TAGANModel,
+    roles: tuple[str, ...],
+    *,
+    mode: Mode,
+    seed: int | None,
+    device: torch.device,
+    backend: str,
+    options: RunOptions,
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[Engine]:
+    """An :class:`Engine` for ``model``'s networks in ``roles``, put in ``mode``.
+
+    Inside: inference mode, the RNG seeded (``seed`` not None); after: the caller's
+    network modes, RNG state and (after a channels-last run) memory format are back.
+    """
+    with (
+        _memory_format_kept(model, backend),
+        network_mode(model, mode) as working,
+        torch.inference_mode(),
+        seeded(seed, device),
+    ):
+        yield Engine(
+            networks_of(model, working, roles),
+            device=device,
+            mode=mode,
+            backend=backend,
+            options=options,
+            progress=progress,
+            should_stop=should_stop,
+        )
+
+
+@contextlib.contextmanager
+def _memory_format_kept(model: TAGANModel, backend: str) -> Iterator[None]:
+    """Hand the networks back in their own memory format after a channels-last run."""
+    try:
+        yield
+    finally:
+        if backend == "channels_last":
+            for net in model.networks().values():
+                net.to(memory_format=torch.contiguous_format)
+
+
 class Engine:
     """State of one prediction: networks, tile plans, runners, progress and cancelling."""
 
