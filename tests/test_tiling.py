@@ -374,8 +374,8 @@ def _conv_net(seed: int) -> torch.nn.Module:
 def test_onnx_sessions_share_one_arena_and_give_it_back():
     """G's activation memory is reused by S, and given back after a pass.
 
-    With an arena per session both stayed allocated (an 8192² image reached 3.7 GB of
-    peak RSS); without any arena every run faulted its memory in again (15-30 % slower).
+    With an arena per session both stay allocated; without any arena every run faults
+    its memory in again.
     """
     from napari_tagan.core.backends import make_runner
 
