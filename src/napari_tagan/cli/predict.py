@@ -23,7 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF file, folder or zarr")
-    p.add_argument("--model", required=True, help=".tagan bundle or checkpoint folder")
+    p.add_argument(
+        "--model", required=True, help=".tagan bundle, checkpoint folder or registry name"
+    )
     p.add_argument("--epoch", help="epoch of an original checkpoint folder (default: latest)")
     p.add_argument("--preset", help="preset of an original checkpoint (default: inferred)")
     p.add_argument("--output", required=True, help="folder for the results")
@@ -89,9 +91,9 @@ def _output_axes(layout: str, *, segmentation: bool) -> str:
 def run(args: argparse.Namespace) -> int:  # noqa: D103
     from tqdm import tqdm
 
-    from napari_tagan.core.checkpoints import load_model
     from napari_tagan.core.errors import InputError
     from napari_tagan.core.prediction import predict
+    from napari_tagan.core.registry import load_named_model
     from napari_tagan.core.tiff import expand_inputs, read_image, write_float32_tiff
 
     if args.generations < 1:
@@ -102,7 +104,9 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
     if args.halo is not None and args.halo < 0:
         raise InputError(f"--halo must be ≥ 0, got {args.halo}")
     paths = expand_inputs(args.inputs)
-    model = load_model(args.model, epoch=args.epoch, preset=args.preset)
+    model = load_named_model(
+        args.model, epoch=args.epoch, preset=args.preset, progress=not args.no_progress
+    )
     channels = model.config.image_channels
     # Open every input (headers only) before predicting anything.
     sources = [read_image(p) for p in paths]
