@@ -324,6 +324,16 @@ def load_named_model(
     path = resolve_model(name_or_path, progress=progress)
     if preset is None and not Path(name_or_path).expanduser().exists():
         preset = get_entry(str(name_or_path)).preset
+    if path.suffix == ".zip":
+        from .bioimageio import import_bioimageio, is_bioimageio_package
+
+        if is_bioimageio_package(path):
+            model = import_bioimageio(path)
+            if preset is not None and preset != model.config.preset:
+                raise ModelLoadError(
+                    f"{path.name} is a {model.config.preset!r} model, not {preset!r}"
+                )
+            return model
     return load_model(path, preset=preset, **kwargs)
 
 
