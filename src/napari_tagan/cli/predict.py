@@ -28,7 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
     )
     p.add_argument("--epoch", help="epoch of an original checkpoint folder (default: latest)")
     p.add_argument("--preset", help="preset of an original checkpoint (default: inferred)")
-    p.add_argument("--output", required=True, help="folder for the results")
+    p.add_argument(
+        "--output", required=True, help="folder for the results (OUT.zarr: OME-Zarr images)"
+    )
     p.add_argument("--tile", type=int, help="core tile side in pixels (default: from memory)")
     p.add_argument("--halo", type=int, help="tile context in pixels (default: measured)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -155,6 +157,15 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
             **{k: v for k, v in meta.items() if k != "normalization_stats"},
         }
         common = {"pixel_size": source.pixel_size, "provenance": provenance}
+        if out_dir.suffix == ".zarr":  # [share] OME-Zarr results (core/omezarr.py)
+            from napari_tagan.core.omezarr import write_prediction_omezarr
+
+            axes_out = _output_axes(layout, segmentation=False)
+            seg_axes = _output_axes(layout, segmentation=True)
+            write_prediction_omezarr(
+                out_dir, source.name, result, axes=axes_out, seg_axes=seg_axes, **common
+            )
+            continue
         write_float32_tiff(
             out_dir / f"{source.name}_sted.tif",
             result.synthetic_sted,
