@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
+from napari_tagan.cli import main
 from napari_tagan.core import predict, preset_config, save_bundle
 from napari_tagan.core.distributed_predict import (
     LOADS,
@@ -45,6 +46,13 @@ def test_two_workers_match_one_process(tmp_path, client):
     np.testing.assert_allclose(out["seg"][:], whole.segmentation, atol=5e-5, rtol=0)
     with pytest.raises(InputError, match="exists"):
         predict_zarr_distributed(bundle, tmp_path / "in.zarr", tmp_path / "out.zarr", client)
+    # the CLI on the same cluster: the same blocks give the same bits
+    address = client.scheduler.address
+    args = ["predict", str(tmp_path / "in.zarr"), "--model", str(bundle), "--no-progress"]
+    args += ["--output", str(tmp_path / "cli"), "--scheduler", address, "--block", "128"]
+    assert main(args) == 0
+    cli = zarr.open_group(str(tmp_path / "cli" / "in.zarr"), mode="r")
+    np.testing.assert_array_equal(cli["sted"][:], out["sted"][:])
 
 
 def test_image_dependent_normalization_is_refused(tmp_path):

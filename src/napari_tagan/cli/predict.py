@@ -55,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the mc/original modes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from .distributed import add_arguments  # [share] dask.distributed scale-out
+
+    add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -105,6 +108,10 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
         raise InputError(f"--tile must be ≥ 1, got {args.tile}")
     if args.halo is not None and args.halo < 0:
         raise InputError(f"--halo must be ≥ 0, got {args.halo}")
+    if args.scheduler or args.workers:  # [share] dask.distributed scale-out
+        from .distributed import run_distributed
+
+        return run_distributed(args)
     paths = expand_inputs(args.inputs)
     model = load_named_model(
         args.model, epoch=args.epoch, preset=args.preset, progress=not args.no_progress
