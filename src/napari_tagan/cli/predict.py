@@ -23,10 +23,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF file, folder or zarr")
-    p.add_argument("--model", required=True, help=".tagan bundle or checkpoint folder")
+    p.add_argument(
+        "--model", required=True, help=".tagan bundle, checkpoint folder or registry name"
+    )
     p.add_argument("--epoch", help="epoch of an original checkpoint folder (default: latest)")
     p.add_argument("--preset", help="preset of an original checkpoint (default: inferred)")
-    p.add_argument("--output", required=True, help="folder for the results")
+    p.add_argument(
+        "--output", required=True, help="folder for the results (OUT.zarr: OME-Zarr images)"
+    )
     p.add_argument("--tile", type=int, help="core tile side in pixels (default: from memory)")
     p.add_argument("--halo", type=int, help="tile context in pixels (default: measured)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -51,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the mc/original modes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from .distributed import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -136,9 +143,9 @@ def _output_axes(layout: str, *, segmentation: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:  # noqa: D103
-    from napari_tagan.core.checkpoints import load_model
     from napari_tagan.core.errors import InputError
     from napari_tagan.core.prediction import RunOptions
+    from napari_tagan.core.registry import load_named_model
     from napari_tagan.core.tiff import expand_inputs
 
     if args.generations < 1:
@@ -151,7 +158,13 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
         device=args.device, precision=args.precision, tile=args.tile, halo=args.halo
     )
     paths = expand_inputs(args.inputs)
-    model = load_model(args.model, epoch=args.epoch, preset=args.preset)
+    if args.scheduler or args.workers:
+        from .distributed import run_distributed
+
+        return run_distributed(args)
+    model = load_named_model(
+        args.model, epoch=args.epoch, preset=args.preset, progress=not args.no_progress
+    )
     sources, layouts = _open_inputs(paths, model.config.image_channels)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -223,6 +236,19 @@ def _write_results(out_dir: Path, source: Any, layout: str, result: Any) -> None
         "input": str(source.path),
         **{k: v for k, v in result.metadata.items() if k != "normalization_stats"},
     }
+    if out_dir.suffix == ".zarr":
+        from napari_tagan.core.omezarr import write_prediction_omezarr
+
+        write_prediction_omezarr(
+            out_dir,
+            source.name,
+            result,
+            axes=_output_axes(layout, segmentation=False),
+            seg_axes=_output_axes(layout, segmentation=True),
+            pixel_size=source.pixel_size,
+            provenance=provenance,
+        )
+        return
     outputs = [("sted", "synthetic STED", result.synthetic_sted, provenance)]
     if result.segmentation is not None:
         seg_provenance = {**provenance, "classes": list(result.class_names)}
