@@ -107,9 +107,9 @@ def rank_regions(
 ) -> list[Region]:
     """Every block of the grid as a :class:`Region`, most informative first.
 
-    score = (1 − w) · variability / max + w · disagreement / max, with ``w = seg_weight``
-    (0 without a segmenter): both terms are relative to the image's most uncertain block,
-    so the score ranks blocks of one image, not images. Ties keep reading order.
+    score ∝ (1 − w) · variability / max + w · disagreement / max, with ``w = seg_weight``
+    (0 without a segmenter), scaled so that the image's most uncertain block scores 1:
+    the score ranks blocks of one image, not images. Ties keep reading order.
     """
     if not 0.0 <= seg_weight <= 1.0:
         raise InputError(f"seg_weight must be in [0, 1], got {seg_weight}")
@@ -127,7 +127,7 @@ def rank_regions(
         on = masks.mean(0)
         disagreement = block_means(np.minimum(on, 1.0 - on).mean(0), block_px)
         counts = (block_means(masks.astype(np.float32), block_px) >= min_area).sum(0)
-        score = (1.0 - seg_weight) * score + seg_weight * _normalized(disagreement)
+        score = _normalized((1.0 - seg_weight) * score + seg_weight * _normalized(disagreement))
     order = np.argsort(-score, axis=None, kind="stable")
     h, w = summary.variability.shape
     by, bx = block_px
