@@ -37,6 +37,7 @@ def test_every_contribution_is_discovered_and_importable(manifest):
         "Enhance",
         "Annotate",
         "Train / fine-tune",
+        "Guide acquisition",
     }
     assert [r.command for r in contributions.readers] == ["napari-tagan.read_tiff"]
     assert {tuple(w.layer_types) for w in contributions.writers} == {("image",), ("labels",)}

@@ -33,6 +33,7 @@ from ._common import (
     keep_choices_fresh,
     layers_of_type,
     put_layer,
+    report_error,
     side_by_side,
     spatial_kwargs,
     start_worker,
@@ -81,8 +82,7 @@ def shapes_kwargs(regions: RegionSet, image: Image, name: str) -> dict[str, Any]
         "shape_type": "rectangle",
         "edge_color": "yellow",
         "face_color": "transparent",
-        "edge_width": 2,
-        "edge_width_is_relative": False,
+        "edge_width": 1,
         "features": features,
         "text": {"string": "{rank}", "color": "yellow", "size": 10, "anchor": "upper_left"},
         "metadata": {"tagan_guide": dict(regions.metadata)},
@@ -134,20 +134,20 @@ def _feature(features: Any, key: str, row: int, default: Any) -> Any:
     return default if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
 
-def table_rows(regions: RegionSet) -> tuple[list[list[Any]], list[str]]:
-    """Rows and headers of the regions table, in a biologist's words."""
-    headers = ["#", "centre y (µm)", "centre x (µm)", "uncertainty"]
+def table_value(regions: RegionSet) -> dict[str, Any]:
+    """The regions table (rows numbered by rank), in a biologist's words."""
+    headers = ["centre y (µm)", "centre x (µm)", "uncertainty"]
     for cls in regions.class_names:
         headers += [f"{cls}?", "agreement"]
     rows = []
-    for i, r in enumerate(regions.regions, 1):
+    for r in regions.regions:
         y0, x0, y1, x1 = regions.physical(r)
-        row: list[Any] = [i, f"{(y0 + y1) / 2:.2f}", f"{(x0 + x1) / 2:.2f}", f"{r.score:.2f}"]
+        row: list[Any] = [f"{(y0 + y1) / 2:.2f}", f"{(x0 + x1) / 2:.2f}", f"{r.score:.2f}"]
         for present, conf in zip(r.present, r.confidence, strict=True):
             row += ["present" if present else "absent", f"{conf:.0%}"]
         row += [""] * (len(headers) - len(row))
         rows.append(row)
-    return rows, headers
+    return {"data": rows, "index": list(range(1, len(rows) + 1)), "columns": headers}
 
 
 # --- the widget ------------------------------------------------------------------------------
@@ -157,6 +157,8 @@ class GuideWidget(Container):
     """Propose where to acquire real STED, let the user edit it, export it, use it."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        from napari_tagan.core.guide import RegionSet
+
         super().__init__(labels=True)
         self.viewer = viewer
         self.recent = RecentModels()
@@ -240,7 +242,7 @@ class GuideWidget(Container):
             text="Propose regions", tooltip="Compute the generations and propose regions."
         )
         self.progress = ProgressBar(label="progress", min=0, max=PROGRESS_STEPS, value=0)
-        self.table = Table(value={"data": [], "columns": ["#"]}, label="regions")
+        self.table = Table(value=table_value(RegionSet((), (1, 1))), label="regions")
         self.table.tooltip = (
             "Proposed regions, most informative first: position of the centre, how "
             "unsure the model is (1 = the most unsure region of this image), and for each "
@@ -404,6 +406,12 @@ class GuideWidget(Container):
         self.progress.value = round(float(message[1]) * PROGRESS_STEPS)
 
     def _on_proposed(self, proposal: Any) -> None:
+        try:
+            self._show_proposal(proposal)
+        except Exception as exc:  # e.g. the image layer was deleted meanwhile
+            report_error(exc, "Guide acquisition")
+
+    def _show_proposal(self, proposal: Any) -> None:
         from napari_tagan.core.guide import rectangles
 
         layer = self.image.value
@@ -434,8 +442,7 @@ class GuideWidget(Container):
         regions = self.regions()
         if regions is None:
             return
-        rows, headers = table_rows(regions)
-        self.table.value = {"data": rows, "columns": headers}
+        self.table.value = table_value(regions)
 
     def export(self, path: str | Path) -> Path | None:
         """Write the current regions to ``path`` (.csv or .json); returns it."""

@@ -21,9 +21,9 @@ from . import convert, info
 
 def _subcommand_modules() -> list:
     # Imported here, not at module level: each may pull heavier dependencies.
-    from . import demo, predict, simulate, train
+    from . import demo, guide, predict, simulate, train
 
-    return [convert, info, predict, simulate, train, demo]
+    return [convert, info, predict, guide, simulate, train, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

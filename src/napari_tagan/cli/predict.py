@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from . import guide
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
     p = sub.add_parser(
@@ -51,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the mc/original modes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    guide.add_region_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -107,6 +110,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
     # Open every input (headers only) before predicting anything.
     sources = [read_image(p) for p in paths]
     layouts = [stack_axes(s, channels) for s in sources]
+    live = guide.region_options(args, model, sources)
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -140,6 +144,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
                 halo=args.halo,
                 precision=args.precision,
                 progress=progress,
+                **live,
             )
         except InputError as exc:
             raise InputError(f"{source.path}: {exc}") from None
