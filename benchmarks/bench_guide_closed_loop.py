@@ -20,7 +20,7 @@ mean ± std over the seeds (fields). It also scores the per-block "rings present
 against the simulator's truth, confident calls apart from uncertain ones.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_guide_closed_loop.py [--seeds 3]
-[--iterations 300] [--figure docs/images/guide_closed_loop.png]`` (about 5 min on 2
+[--iterations 200] [--figure docs/images/guide_closed_loop.png]`` (about 5 min on 2
 shared cores).
 """
 
@@ -37,7 +37,7 @@ import torch
 from napari_tagan.core import NormalizationSpec, TAGANModel, preset_config
 from napari_tagan.core.guide import block_means, propose_regions
 from napari_tagan.core.simulate import simulate
-from napari_tagan.core.training import Trainer, dataset_from_arrays
+from napari_tagan.core.training import Trainer, TrainerCallbacks, dataset_from_arrays
 
 KS = (0, 1, 2, 4, 8, 12, 16, 24, 32)
 RANDOM_DRAWS = 20
@@ -64,6 +64,12 @@ def train_model(args: argparse.Namespace, out: Path) -> TAGANModel:
     )
     torch.manual_seed(0)
     model = TAGANModel.from_config(config, with_discriminator=True)
+    t0 = time.perf_counter()
+
+    def on_iteration(it: int, total: int, terms: dict[str, float], lr: float) -> None:
+        if it % 50 == 0 or it == total:
+            print(f"  iteration {it}/{total} [{time.perf_counter() - t0:.0f} s]", flush=True)
+
     Trainer(
         model,
         data,
@@ -74,7 +80,12 @@ def train_model(args: argparse.Namespace, out: Path) -> TAGANModel:
         device="cpu",
         seed=0,
         overwrite=True,
+        callbacks=TrainerCallbacks(on_iteration=on_iteration),
     ).run()
+    if args.save_model is not None:
+        from napari_tagan.core import save_bundle
+
+        save_bundle(model, args.save_model)
     return model.eval()
 
 
@@ -181,10 +192,11 @@ def figure(results: list[dict[str, np.ndarray]], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:  # noqa: D103
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--save-model", type=Path, help="also save the trained model here")
     parser.add_argument("--n-train", type=int, default=8)
     parser.add_argument("--ngf", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)

@@ -54,8 +54,8 @@ def test_propose_adds_an_editable_shapes_layer_and_a_table(
     assert shapes.features["score"].iloc[0] == 1.0
     assert {"present_rings", "confidence_rings"} <= set(shapes.features.columns)
     table = widget.table.value
-    assert len(table["data"]) == 3 and "rings?" in table["columns"]
-    assert {row[table["columns"].index("rings?")] for row in table["data"]} <= {
+    assert len(table["data"]) == 3 and "rings" in table["columns"]
+    assert {row[table["columns"].index("rings")] for row in table["data"]} <= {
         "present",
         "absent",
     }

@@ -136,9 +136,9 @@ def _feature(features: Any, key: str, row: int, default: Any) -> Any:
 
 def table_value(regions: RegionSet) -> dict[str, Any]:
     """The regions table (rows numbered by rank), in a biologist's words."""
-    headers = ["centre y (µm)", "centre x (µm)", "uncertainty"]
+    headers = ["y (µm)", "x (µm)", "uncertainty"]
     for cls in regions.class_names:
-        headers += [f"{cls}?", "agreement"]
+        headers += [cls, "agree"]
     rows = []
     for r in regions.regions:
         y0, x0, y1, x1 = regions.physical(r)
@@ -159,7 +159,7 @@ class GuideWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         from napari_tagan.core.guide import RegionSet
 
-        super().__init__(labels=True)
+        super().__init__(labels=False)  # labelled sub-panels; the table spans the width
         self.viewer = viewer
         self.recent = RecentModels()
         self._models: dict[tuple[Any, ...], TAGANModel] = {}
@@ -241,12 +241,15 @@ class GuideWidget(Container):
         self.propose_button = PushButton(
             text="Propose regions", tooltip="Compute the generations and propose regions."
         )
-        self.progress = ProgressBar(label="progress", min=0, max=PROGRESS_STEPS, value=0)
-        self.table = Table(value=table_value(RegionSet((), (1, 1))), label="regions")
+        self.progress = ProgressBar(min=0, max=PROGRESS_STEPS, value=0)
+        self.progress.tooltip = "Synthetic STED images drawn so far."
+        self.heading = Label(value="Proposed regions, most informative first:")
+        self.table = Table(value=table_value(RegionSet((), (1, 1))))
         self.table.tooltip = (
-            "Proposed regions, most informative first: position of the centre, how "
+            "Proposed regions, most informative first: position of the centre (µm), how "
             "unsure the model is (1 = the most unsure region of this image), and for each "
-            "structure whether it is present and how many generations agree."
+            "structure whether it is present or absent and the fraction of generations "
+            "that agree."
         )
         self.table.read_only = True
         self.export_button = PushButton(
@@ -268,22 +271,34 @@ class GuideWidget(Container):
         )
         self.status = Label(label="", value="choose a confocal image and a model")
         self.status.native.setWordWrap(True)
-        self.extend(
-            [
+        budget_row = side_by_side(self.budget, self.budget_kind, label="real STED budget")
+        budget_row.tooltip = "How much real STED you can afford: regions, or % of the field."
+        settings = Container(
+            labels=True,
+            widgets=[
                 self.image,
                 self.recent_box,
                 self.model_path,
-                side_by_side(self.budget, self.budget_kind, label="real STED budget"),
+                budget_row,
                 self.block_um,
                 self.generations,
                 self.only_uncertain,
                 self.agreement,
                 self.device,
+            ],
+        )
+        live = Container(labels=True, widgets=[self.sted])
+        for box in (settings, live):
+            box.margins = (0, 0, 0, 0)
+        self.extend(
+            [
+                settings,
                 self.propose_button,
                 self.progress,
+                self.heading,
                 self.table,
                 self.export_button,
-                self.sted,
+                live,
                 self.predict_button,
                 self.status,
             ]
@@ -443,6 +458,7 @@ class GuideWidget(Container):
         if regions is None:
             return
         self.table.value = table_value(regions)
+        self.table.native.resizeColumnsToContents()
 
     def export(self, path: str | Path) -> Path | None:
         """Write the current regions to ``path`` (.csv or .json); returns it."""
