@@ -157,8 +157,6 @@ class GuideWidget(Container):
     """Propose where to acquire real STED, let the user edit it, export it, use it."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        from napari_tagan.core.guide import RegionSet
-
         super().__init__(labels=False)  # labelled sub-panels; the table spans the width
         self.viewer = viewer
         self.recent = RecentModels()
@@ -168,6 +166,50 @@ class GuideWidget(Container):
         self._relay = Relay()
         self._relay.message.connect(self._on_progress)
 
+        self._make_inputs()
+        self._make_outputs()
+        budget_row = side_by_side(self.budget, self.budget_kind, label="real STED budget")
+        budget_row.tooltip = "How much real STED you can afford: regions, or % of the field."
+        settings = Container(
+            labels=True,
+            widgets=[
+                self.image,
+                self.recent_box,
+                self.model_path,
+                budget_row,
+                self.block_um,
+                self.generations,
+                self.only_uncertain,
+                self.agreement,
+                self.device,
+            ],
+        )
+        live = Container(labels=True, widgets=[self.sted])
+        for box in (settings, live):
+            box.margins = (0, 0, 0, 0)
+        self.extend(
+            [
+                settings,
+                self.propose_button,
+                self.progress,
+                self.heading,
+                self.table,
+                self.export_button,
+                live,
+                self.predict_button,
+                self.status,
+            ]
+        )
+        self.recent_box.changed.connect(self._on_recent)
+        self.only_uncertain.changed.connect(lambda v: setattr(self.agreement, "enabled", bool(v)))
+        self.budget_kind.changed.connect(self._on_budget_kind)
+        self.propose_button.changed.connect(self.propose)
+        self.export_button.changed.connect(self._export_dialog)
+        self.predict_button.changed.connect(self.predict)
+        keep_choices_fresh(viewer, self)
+
+    def _make_inputs(self) -> None:
+        """The settings a user chooses before proposing."""
         self.image = ComboBox(
             label="confocal image",
             choices=self._image_choices,
@@ -238,6 +280,11 @@ class GuideWidget(Container):
             value="auto",
             tooltip="Where to compute: auto picks a GPU when there is one.",
         )
+
+    def _make_outputs(self) -> None:
+        """Buttons, progress, the regions table and the live-cell controls."""
+        from napari_tagan.core.guide import RegionSet
+
         self.propose_button = PushButton(
             text="Propose regions", tooltip="Compute the generations and propose regions."
         )
@@ -271,45 +318,6 @@ class GuideWidget(Container):
         )
         self.status = Label(label="", value="choose a confocal image and a model")
         self.status.native.setWordWrap(True)
-        budget_row = side_by_side(self.budget, self.budget_kind, label="real STED budget")
-        budget_row.tooltip = "How much real STED you can afford: regions, or % of the field."
-        settings = Container(
-            labels=True,
-            widgets=[
-                self.image,
-                self.recent_box,
-                self.model_path,
-                budget_row,
-                self.block_um,
-                self.generations,
-                self.only_uncertain,
-                self.agreement,
-                self.device,
-            ],
-        )
-        live = Container(labels=True, widgets=[self.sted])
-        for box in (settings, live):
-            box.margins = (0, 0, 0, 0)
-        self.extend(
-            [
-                settings,
-                self.propose_button,
-                self.progress,
-                self.heading,
-                self.table,
-                self.export_button,
-                live,
-                self.predict_button,
-                self.status,
-            ]
-        )
-        self.recent_box.changed.connect(self._on_recent)
-        self.only_uncertain.changed.connect(lambda v: setattr(self.agreement, "enabled", bool(v)))
-        self.budget_kind.changed.connect(self._on_budget_kind)
-        self.propose_button.changed.connect(self.propose)
-        self.export_button.changed.connect(self._export_dialog)
-        self.predict_button.changed.connect(self.predict)
-        keep_choices_fresh(viewer, self)
 
     # --- choices ---
 
