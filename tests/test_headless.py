@@ -58,7 +58,8 @@ def test_plugin_entry_modules_do_not_import_torch():
         """
         import sys, importlib
         for name in ("napari_tagan", "napari_tagan._sample_data", "napari_tagan._reader",
-                     "napari_tagan._writer", "napari_tagan.core", "napari_tagan.core.simulate"):
+                     "napari_tagan._writer", "napari_tagan.core", "napari_tagan.core.simulate",
+                     "napari_tagan.core.config"):
             try:
                 importlib.import_module(name)
             except ModuleNotFoundError as exc:

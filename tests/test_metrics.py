@@ -52,6 +52,7 @@ def test_dice_iou_known_answers():
     target = np.zeros((1, 4, 4), bool)
     pred[0, :2] = True  # 8 pixels
     target[0, 1:3] = True  # 8 pixels, 4 shared
+    assert [c.tolist() for c in overlap_counts(pred, target)] == [[4], [8], [8]]
     dice, iou = dice_iou(pred, target)
     assert dice == pytest.approx(0.5)
     assert iou == pytest.approx(4 / 12)
@@ -67,8 +68,8 @@ def test_dice_ignores_unannotated_pixels_and_empty_classes():
     weights[:, 3] = 0
     dice, iou = dice_iou(pred, target, weights)
     assert (dice, iou) == (1.0, 1.0)  # class 1 empty in both → perfect
-    dice, _ = dice_iou(pred, target)
-    assert dice < 1.0
+    dice, iou = dice_iou(pred, target)  # class 0: 4 shared of 8 + 4 → Dice 2/3, IoU 1/2
+    assert dice == pytest.approx((2 / 3 + 1) / 2) and iou == pytest.approx((1 / 2 + 1) / 2)
 
 
 def test_counts_add_over_images():

@@ -1,7 +1,10 @@
-"""The npe2 manifest lives at the top level and ships inside the package."""
+"""The wheel: the npe2 manifest (kept at the top level), type information, metadata."""
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import re
 import subprocess
 import sys
 import zipfile
@@ -51,5 +54,45 @@ def test_wheel_contains_the_manifest_content(tmp_path):
     (wheel,) = tmp_path.glob("*.whl")
     with zipfile.ZipFile(wheel) as zf:
         assert zf.read("napari_tagan/napari.yaml").decode() == (ROOT / "napari.yaml").read_text()
+        # typed package (PEP 561) and the core's export list, which runtime and mypy read
+        assert zf.read("napari_tagan/py.typed") == b""
+        stub = zf.read("napari_tagan/core/__init__.pyi").decode()
+        assert stub == (ROOT / "src/napari_tagan/core/__init__.pyi").read_text()
         entry = zf.read(next(n for n in zf.namelist() if n.endswith("entry_points.txt")))
     assert b"napari-tagan = napari_tagan:napari.yaml" in entry
+
+
+# Declared for what they do outside an import statement, or imported without being ours.
+DECLARED_NOT_IMPORTED = {
+    "npe2",  # reads napari.yaml, the plugin's manifest
+    "pyqt6",  # the Qt binding qtpy finds
+}
+IMPORTED_NOT_DECLARED = {"pandas"}  # napari's own dependency, imported early to warm it
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_declared_dependencies_are_the_imported_ones():
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    runtime = [
+        *project["dependencies"],
+        *(r for k in ("napari", "qt", "demo", "zarr") for r in extras[k]),
+    ]
+    declared = {_canonical(re.match(r"[A-Za-z0-9_.-]+", r)[0]) for r in runtime}
+    declared -= {"napari-tagan"}
+    imported = set()
+    for path in (ROOT / "src").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    imported -= {*sys.stdlib_module_names, "napari_tagan"}
+    distributions = importlib.metadata.packages_distributions()
+    used = {_canonical(distributions[name][0]) for name in imported - IMPORTED_NOT_DECLARED}
+    assert used - declared == set()  # imported but not declared
+    assert declared - used == DECLARED_NOT_IMPORTED

@@ -14,7 +14,8 @@ from napari.components import ViewerModel
 from npe2 import PluginManager
 
 from napari_tagan import _reader
-from napari_tagan._reader import LAYOUTS, detect_layout, napari_get_reader, read_tiff
+from napari_tagan._reader import napari_get_reader, read_layers
+from napari_tagan.core.layouts import LAYOUTS, recognise
 
 
 def _image(rng: np.random.Generator, shape=(64, 64), dtype=np.uint16, scale=60) -> np.ndarray:
@@ -49,8 +50,8 @@ def test_declines_non_tiff_missing_and_corrupt_files(tmp_path):
     assert napari_get_reader(str(tmp_path)) is None
     assert napari_get_reader([str(good), str(png)]) is None
     assert napari_get_reader([]) is None
-    assert napari_get_reader(str(good)) is read_tiff
-    assert napari_get_reader([str(good), str(good)]) is read_tiff
+    assert napari_get_reader(str(good)) is read_layers
+    assert napari_get_reader([str(good), str(good)]) is read_layers
 
 
 def test_reader_never_imports_torch(tmp_path):
@@ -84,7 +85,7 @@ def test_axons_layout_opens_as_named_layers(tmp_path, rng, photometric):
     kwargs = {"photometric": photometric} if photometric else {}
     tifffile.imwrite(path, np.stack([confocal, sted, mask]), **kwargs)
 
-    layers = read_tiff(str(path))
+    layers = read_layers(str(path))
     assert [(m["name"], t) for _, m, t in layers] == [
         ("axons_0 confocal", "image"),
         ("axons_0 STED", "image"),
@@ -105,7 +106,7 @@ def test_dendrites_layout_gives_one_labels_layer_per_class(tmp_path, rng):
     data = np.stack([_image(rng), _image(rng), rings, fibers])
     path = tmp_path / "dend.tif"
     tifffile.imwrite(path, data, photometric="minisblack")
-    layers = read_tiff(str(path))
+    layers = read_layers(str(path))
     names = [m["name"] for _, m, _ in layers]
     assert names == ["dend confocal", "dend STED", "dend rings", "dend fibers"]
     assert [t for *_, t in layers] == ["image", "image", "labels", "labels"]
@@ -125,7 +126,7 @@ def test_synprot_nanodomains_and_live_layouts(tmp_path, rng):
     live = np.stack([_image(rng, (50, 70)), _image(rng, (50, 70))])
     tifffile.imwrite(tmp_path / "live.tif", live, photometric="minisblack")
 
-    syn = read_tiff(str(tmp_path / "syn.tif"))
+    syn = read_layers(str(tmp_path / "syn.tif"))
     assert [m["name"] for _, m, _ in syn] == [
         "syn confocal 561",
         "syn STED 561",
@@ -135,37 +136,74 @@ def test_synprot_nanodomains_and_live_layouts(tmp_path, rng):
         "syn spots 640",
     ]
     np.testing.assert_array_equal(syn[2][0], synprot[3])
-    nano_layers = read_tiff(str(tmp_path / "nano.tif"))
+    nano_layers = read_layers(str(tmp_path / "nano.tif"))
     assert nano_layers[2][1]["name"] == "nano nanodomains"
     assert nano_layers[0][1]["metadata"]["tagan"]["layout"] == "nanodomains"
-    live_layers = read_tiff(str(tmp_path / "live.tif"))
+    live_layers = read_layers(str(tmp_path / "live.tif"))
     assert [m["name"] for _, m, _ in live_layers] == ["live confocal", "live STED"]
     assert live_layers[0][0].shape == (50, 70)
 
 
+def _graded_mask(rng: np.random.Generator, levels: int, shape=(64, 64)) -> np.ndarray:
+    """Spots of graded grey values on a zero background, as the original synprot masks."""
+    grey = rng.integers(1, levels + 1, size=shape) * 700
+    return np.where(rng.random(shape) > 0.8, grey, 0).astype(np.uint16)
+
+
+def test_original_synprot_file_with_graded_masks_opens_as_named_layers(tmp_path, rng):
+    spots_561, spots_640 = _graded_mask(rng, 28), _graded_mask(rng, 48)
+    assert len(np.unique(spots_561)) > 2 and len(np.unique(spots_640)) > 2
+    confocal = np.repeat(np.repeat(_image(rng, (16, 16)), 4, 0), 4, 1)  # 60 nm shown at 15
+    planes = [confocal, _image(rng), spots_561, confocal[::-1], _image(rng), spots_640]
+    path = tmp_path / "synprot_0.tif"
+    tifffile.imwrite(path, np.stack(planes), photometric="minisblack")
+
+    layers = read_layers(str(path))
+    assert [(m["name"], t) for _, m, t in layers] == [
+        ("synprot_0 confocal 561", "image"),
+        ("synprot_0 STED 561", "image"),
+        ("synprot_0 confocal 640", "image"),
+        ("synprot_0 STED 640", "image"),
+        ("synprot_0 spots 561", "labels"),
+        ("synprot_0 spots 640", "labels"),
+    ]
+    for _, meta, _ in layers:
+        tagan = meta["metadata"]["tagan"]
+        assert tagan["layout"] == "synprot" and tagan["mask_encoding"] == "graded"
+        assert tagan["source"] == str(path)
+    np.testing.assert_array_equal(layers[2][0], confocal[::-1])
+    np.testing.assert_array_equal(layers[4][0], np.where(spots_561 > 0, 2, 1))
+    np.testing.assert_array_equal(layers[5][0], np.where(spots_640 > 0, 2, 1))
+    assert layers[5][1]["metadata"]["tagan"]["classes"] == ["spots 640"]
+    # Graded planes where an image belongs, or images where the masks belong: no layout.
+    swapped = np.stack([planes[i] for i in (2, 1, 0, 3, 4, 5)])
+    assert recognise(swapped, "QYX") is None
+    assert recognise(np.stack([_image(rng) for _ in range(6)]), "QYX") is None
+
+
 def test_non_binary_third_channel_is_not_a_layout(tmp_path, rng):
     data = np.stack([_image(rng), _image(rng), _image(rng)])
-    assert detect_layout(data, "QYX") is None
+    assert recognise(data, "QYX") is None
     path = tmp_path / "three.tif"
     tifffile.imwrite(path, data, photometric="minisblack")
-    layers = read_tiff(str(path))
+    layers = read_layers(str(path))
     assert len(layers) == 1
     layer_data, meta, kind = layers[0]
     assert kind == "image" and layer_data.shape == (3, 64, 64) and "channel_axis" not in meta
     # A stack of three binary masks is not a layout either (its "images" are binary).
     masks = np.stack([_mask(rng, 255), _mask(rng, 255), _mask(rng, 255)])
-    assert detect_layout(masks, "QYX") is None
+    assert recognise(masks, "QYX") is None
     # A stated Z axis wins over the channel count.
-    assert detect_layout(np.stack([_image(rng), _image(rng), _mask(rng, 255)]), "ZYX") is None
-    assert detect_layout(np.stack([_image(rng), _image(rng)]), "CYX") is None
-    assert detect_layout(np.stack([_image(rng), _image(rng)]), "QYX") is LAYOUTS["live"]
+    assert recognise(np.stack([_image(rng), _image(rng), _mask(rng, 255)]), "ZYX") is None
+    assert recognise(np.stack([_image(rng), _image(rng)]), "CYX") is None
+    assert recognise(np.stack([_image(rng), _image(rng)]), "QYX") is LAYOUTS["live"]
 
 
 def test_sixteen_bit_planar_rgb_opens_as_channels(tmp_path, rng):
     data = np.stack([_image(rng), _image(rng), _image(rng)])
     path = tmp_path / "planar.tif"
     tifffile.imwrite(path, data, photometric="rgb", planarconfig="separate")
-    ((layer_data, meta, _kind),) = read_tiff(str(path))
+    ((layer_data, meta, _kind),) = read_layers(str(path))
     assert meta["channel_axis"] == 0 and meta["name"] == [f"planar ch{i}" for i in range(3)]
     np.testing.assert_array_equal(layer_data, data)
 
@@ -174,7 +212,7 @@ def test_rgb_uint8_opens_as_rgb(tmp_path, rng):
     data = rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)
     path = tmp_path / "photo.tif"
     tifffile.imwrite(path, data, photometric="rgb")
-    ((layer_data, meta, _kind),) = read_tiff(str(path))
+    ((layer_data, meta, _kind),) = read_layers(str(path))
     assert meta["rgb"] is True and meta["scale"] == (1.0, 1.0)
     np.testing.assert_array_equal(layer_data, data)
 
@@ -191,14 +229,14 @@ def test_plain_image_scale_from_resolution_tags(tmp_path, rng):
     none = tmp_path / "none.tif"
     tifffile.imwrite(none, data)
 
-    ((arr, meta, kind),) = read_tiff(str(cm))
+    ((arr, meta, kind),) = read_layers(str(cm))
     assert kind == "image" and meta["name"] == "cm"
     np.testing.assert_allclose(meta["scale"], (0.03, 0.02))
     assert meta["units"] == "µm"
     np.testing.assert_array_equal(arr, data)
-    ((_, meta, _),) = read_tiff(str(inch))
+    ((_, meta, _),) = read_layers(str(inch))
     np.testing.assert_allclose(meta["scale"], (0.5, 0.5))
-    ((_, meta, _),) = read_tiff(str(none))
+    ((_, meta, _),) = read_layers(str(none))
     assert meta["scale"] == (1.0, 1.0) and "units" not in meta
 
 
@@ -212,7 +250,7 @@ def test_imagej_hyperstack_channels_and_spacing(tmp_path, rng):
         resolution=(1 / 0.05, 1 / 0.04),
         metadata={"axes": "ZCYX", "spacing": 0.3, "unit": "um"},
     )
-    ((arr, meta, _kind),) = read_tiff(str(path))
+    ((arr, meta, _kind),) = read_layers(str(path))
     assert meta["channel_axis"] == 1
     assert meta["name"] == ["stack ch0", "stack ch1"]
     np.testing.assert_allclose(meta["scale"], (0.3, 0.04, 0.05))
@@ -223,7 +261,7 @@ def test_imagej_hyperstack_channels_and_spacing(tmp_path, rng):
     tifffile.imwrite(
         nm, data[0, 0], imagej=True, resolution=(1 / 20, 1 / 20), metadata={"unit": "nm"}
     )
-    ((_, meta, _),) = read_tiff(str(nm))
+    ((_, meta, _),) = read_layers(str(nm))
     np.testing.assert_allclose(meta["scale"], (0.02, 0.02))
 
 
@@ -243,7 +281,7 @@ def test_ome_physical_size(tmp_path, rng):
             "PhysicalSizeZ": 0.25,
         },
     )
-    ((arr, meta, _kind),) = read_tiff(str(path))
+    ((arr, meta, _kind),) = read_layers(str(path))
     assert "channel_axis" not in meta
     np.testing.assert_allclose(meta["scale"], (0.25, 0.015, 0.015))
     np.testing.assert_array_equal(arr, data)
@@ -259,7 +297,7 @@ def test_ta_gan_layout_keeps_pixel_size(tmp_path, rng):
         resolution=(1e4 / 0.015, 1e4 / 0.015),
         resolutionunit="CENTIMETER",
     )
-    for _, meta, _ in read_tiff(str(path)):
+    for _, meta, _ in read_layers(str(path)):
         np.testing.assert_allclose(meta["scale"], (0.015, 0.015))
 
 
@@ -271,7 +309,7 @@ def test_large_files_open_lazily(tmp_path, rng, monkeypatch):
     path = tmp_path / "big.tif"
     tifffile.imwrite(path, data, photometric="minisblack")
     monkeypatch.setattr(_reader, "LAZY_BYTES", 1024)
-    ((arr, _meta, _kind),) = read_tiff(str(path))
+    ((arr, _meta, _kind),) = read_layers(str(path))
     assert isinstance(arr, da.Array)
     np.testing.assert_array_equal(arr[2].compute(), data[2])
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
 import subprocess
 import sys
 import time
@@ -14,7 +16,7 @@ import tifffile
 from scipy import ndimage
 from scipy.optimize import curve_fit
 
-from napari_tagan.core import simulate as simulate_module
+from napari_tagan.core import layouts
 from napari_tagan.core.simulate import (
     CLASS_NAMES,
     FWHM_PER_SIGMA,
@@ -329,16 +331,10 @@ def test_512_squared_is_fast():
 
 
 def test_simulator_imports_no_torch_napari_or_qt():
-    # Load the module file on its own: the package __init__ may import the torch engine,
-    # but the simulator itself must stay numpy/scipy only.
     code = (
-        "import importlib.util, sys\n"
-        f"path = {str(simulate_module.__file__)!r}\n"
-        "spec = importlib.util.spec_from_file_location('simulate', path)\n"
-        "module = importlib.util.module_from_spec(spec)\n"
-        "sys.modules['simulate'] = module\n"
-        "spec.loader.exec_module(module)\n"
-        "module.simulate('axons', (32, 32))\n"
+        "import sys\n"
+        "from napari_tagan.core.simulate import simulate\n"
+        "simulate('axons', (32, 32))\n"
         "bad = [m for m in ('torch', 'napari', 'qtpy', 'PyQt5', 'PyQt6', 'tifffile')"
         " if m in sys.modules]\n"
         "assert not bad, bad\n"
@@ -424,3 +420,37 @@ def test_write_dataset_rejects_bad_counts(tmp_path):
         write_dataset(tmp_path, "axons", 1, -1)
     with pytest.raises(ValueError, match="structure"):
         write_dataset(tmp_path, "beads", 1, 1)
+
+
+def test_written_files_get_the_mode_open_would_give(tmp_path):
+    # Written through io.atomic_output: readable by group/others as the umask allows,
+    # not owner-only as a bare temporary file would be.
+    umask = os.umask(0o022)
+    try:
+        root = write_dataset(tmp_path / "data", "saureus", n_train=1, n_valid=0, shape=(32, 32))
+        write_dataset(tmp_path / "data", "axons", n_train=1, n_valid=0, shape=(32, 32))
+    finally:
+        os.umask(umask)
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert len(files) == 5  # BF, SIM, masks, axons file, simulation.json
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_writer_follows_the_layouts_table(tmp_path):
+    for structure in ("axons", "dendrites", "nanodomains"):
+        layout = layouts.LAYOUTS[structure]
+        assert layout.names("mask") == CLASS_NAMES[structure]
+        root = write_dataset(tmp_path / structure, structure, 1, 0, shape=(32, 32))
+        (path,) = (root / "train").glob("*.tif")
+        data = tifffile.imread(path)
+        assert layouts.recognise(data, "CYX") is layout
+        assert data.dtype == np.dtype(layout.dtype)
+        assert set(np.unique(layouts.split(data, layout)["mask"])) <= {0, layout.mask_on}
+
+
+def test_cli_offers_the_structures_the_writer_writes():
+    from napari_tagan.cli.simulate import STRUCTURES as CLI_STRUCTURES
+    from napari_tagan.core.simulate.dataset import WRITABLE
+
+    assert CLI_STRUCTURES == WRITABLE == ("axons", "dendrites", "nanodomains", "saureus")

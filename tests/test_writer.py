@@ -11,9 +11,9 @@ from napari.components import ViewerModel
 from napari.layers import Image, Labels
 from npe2 import PluginManager
 
-from napari_tagan._reader import read_tiff
-from napari_tagan._widgets._labels import annotation_layer_kwargs
+from napari_tagan._reader import read_layers
 from napari_tagan._writer import write_image, write_labels
+from napari_tagan.core.annotations import annotation_layer_kwargs
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_image_round_trip_keeps_scale_translate_and_provenance(tmp_path, result_
     assert description["metadata"]["tagan"]["generations"] == 4
     assert description["metadata"]["tagan"]["stats"] == [0.0, 255.0]
 
-    ((data, meta, kind),) = read_tiff(str(path))
+    ((data, meta, kind),) = read_layers(str(path))
     assert kind == "image"
     assert meta["name"] == "cell synthetic STED"
     np.testing.assert_array_equal(data, result_layer.data)
@@ -82,7 +82,7 @@ def test_labels_round_trip_with_classes(tmp_path):
         assert tif.series[0].dtype == np.uint8
         assert tif.series[0].shape == (3, 32, 32)
 
-    ((back, meta, kind),) = read_tiff(written)
+    ((back, meta, kind),) = read_layers(written)
     assert kind == "labels" and meta["name"] == "cell annotations"
     np.testing.assert_array_equal(back, data)
     np.testing.assert_allclose(meta["scale"], (0.5, 0.02, 0.02))
@@ -100,14 +100,14 @@ def test_labels_need_integers_and_failed_writes_leave_nothing(tmp_path):
 def test_scale_in_nanometres_is_saved_in_micrometres(tmp_path):
     layer = Image(np.ones((16, 16), np.uint16), scale=(20.0, 20.0), units="nm")
     (written,) = write_image(str(tmp_path / "nm.tif"), layer.data, layer._get_state())
-    ((_, meta, _),) = read_tiff(written)
+    ((_, meta, _),) = read_layers(written)
     np.testing.assert_allclose(meta["scale"], (0.02, 0.02))
 
 
 def test_large_label_values_keep_a_wide_dtype(tmp_path):
     data = np.array([[0, 70000], [1, 2]], dtype=np.int64)
     (written,) = write_labels(str(tmp_path / "wide.tif"), data, {"name": "wide"})
-    ((back, _, _),) = read_tiff(written)
+    ((back, _, _),) = read_layers(written)
     assert back.dtype == np.uint32
     np.testing.assert_array_equal(back, data)
 

@@ -5,14 +5,16 @@ What a dropped TIFF becomes (the rules a user can rely on):
 * **A file written by this plugin** (its description holds a ``napari_tagan`` entry) opens
   as the layer it was saved from: same type (image or labels), name, scale, translate and
   metadata.
-* **A TA-GAN training/test file** (channels first, see :data:`LAYOUTS`) opens as separate
-  named layers: ``<stem> confocal`` and ``<stem> STED`` as images, each mask as a Labels
-  layer ``<stem> <class>`` in the annotation convention (1 = background, 2 = the class:
-  a mask file is annotated everywhere). A layout is recognised by its channel count *and*
-  by its mask channels holding only two values, 0 and one "on" value (1, 255, 32768 or
-  65535), while the image channels are not binary. The two-channel live layout (confocal,
-  STED) has no mask to check: a two-plane TIFF without a stated Z/T/C axis opens as
-  confocal and STED.
+* **A TA-GAN training/test file** (channels first, see
+  :data:`napari_tagan.core.layouts.LAYOUTS`) opens as separate named layers: ``<stem>
+  confocal`` and ``<stem> STED`` as images, each mask as a Labels layer ``<stem> <class>``
+  in the annotation convention (1 = background, 2 = the class: a mask file is annotated
+  everywhere). A layout is recognised by its plane count *and* by its mask planes: binary
+  (0 and one "on" value: 1, 255, 32768 or 65535), or for synprot graded (mostly 0, a few
+  grey values; any non-zero is the class), while the image planes are not binary. The
+  two-plane live layout (confocal, STED) has no mask to check: a two-plane TIFF without a
+  stated Z/T/C axis opens as confocal and STED. Every layer's ``metadata["tagan"]`` names
+  the recognised ``layout``, its ``mask_encoding`` and the ``source`` file.
 * **Anything else** opens as napari would: one image layer (a stack gets a slider), split
   into one layer per channel when the file states a channel axis (ImageJ/OME) or is a
   16-bit "RGB" page, and as an RGB layer for 8-bit RGB(A).
@@ -30,12 +32,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .core.layouts import FileLayout, recognise
 from .core.tiff import TIFF_SUFFIXES, tiff_pixel_size
 
 LayerData = tuple[Any, dict[str, Any], str]
@@ -44,54 +46,14 @@ ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
 TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 #: Files larger than this open as lazy dask arrays (read plane by plane on demand).
 LAZY_BYTES = 1 << 30
-#: Values a TA-GAN mask channel uses for "on".
-MASK_ON_VALUES = (1, 255, 32768, 65535)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A channels-first TA-GAN file layout: what each channel holds."""
-
-    name: str
-    #: Per channel: ``("image", label)`` or ``("mask", class name)``.
-    channels: tuple[tuple[str, str], ...]
-
-    @property
-    def mask_indices(self) -> tuple[int, ...]:
-        return tuple(i for i, (kind, _) in enumerate(self.channels) if kind == "mask")
-
-    @property
-    def image_indices(self) -> tuple[int, ...]:
-        return tuple(i for i, (kind, _) in enumerate(self.channels) if kind == "image")
-
-
-_CONF, _STED = ("image", "confocal"), ("image", "STED")
-#: The original TA-GAN layouts, by channel count (nanodomains: 3 channels of uint8).
-LAYOUTS: dict[str, Layout] = {
-    "axons": Layout("axons", (_CONF, _STED, ("mask", "rings"))),
-    "nanodomains": Layout("nanodomains", (_CONF, _STED, ("mask", "nanodomains"))),
-    "dendrites": Layout("dendrites", (_CONF, _STED, ("mask", "rings"), ("mask", "fibers"))),
-    "synprot": Layout(
-        "synprot",
-        (
-            ("image", "confocal 561"),
-            ("image", "STED 561"),
-            ("mask", "spots 561"),
-            ("image", "confocal 640"),
-            ("image", "STED 640"),
-            ("mask", "spots 640"),
-        ),
-    ),
-    "live": Layout("live", (_CONF, _STED)),
-}
 
 
 def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
-    """Return :func:`read_tiff` if every path is a readable TIFF, else None."""
+    """Return :func:`read_layers` if every path is a readable TIFF, else None."""
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
     if not paths or not all(_looks_like_tiff(p) for p in paths):
         return None
-    return read_tiff
+    return read_layers
 
 
 def _looks_like_tiff(path: str | os.PathLike[str]) -> bool:
@@ -105,7 +67,7 @@ def _looks_like_tiff(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def read_tiff(path: str | Sequence[str]) -> list[LayerData]:
+def read_layers(path: str | Sequence[str]) -> list[LayerData]:
     """Read one or several TIFF files into napari layer data (see the module docstring)."""
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
     layers: list[LayerData] = []
@@ -137,7 +99,7 @@ def read_one(path: str | os.PathLike[str]) -> list[LayerData]:
 
     if own is not None:
         return [_own_layer(p, data, own)]
-    layout = None if lazy else detect_layout(data, axes)
+    layout = None if lazy else recognise(data, axes)
     if layout is not None:
         return layout_layers(p.stem, data, layout, pixel, source=str(p))
     return plain_layers(p.stem, data, axes, pixel, photometric)
@@ -146,77 +108,36 @@ def read_one(path: str | os.PathLike[str]) -> list[LayerData]:
 # --- TA-GAN layouts -----------------------------------------------------------------------
 
 
-def _is_binary(channel: np.ndarray) -> bool:
-    values = np.unique(channel)
-    if values.size > 2 or values[0] != 0:
-        return values.size == 1 and values[0] in MASK_ON_VALUES
-    return values.size == 1 or values[1] in MASK_ON_VALUES
-
-
-def detect_layout(data: Any, axes: str) -> Layout | None:
-    """The TA-GAN layout of a (C, Y, X) array, or None when it is not one.
-
-    The first axis must not be a stated Z or T axis; mask channels must be binary and image
-    channels not (see the module docstring).
-    """
-    if not isinstance(data, np.ndarray) or data.ndim != 3 or axes[:1] in ("Z", "T"):
-        return None
-    if not np.issubdtype(data.dtype, np.integer) or min(data.shape[1:]) < 8:
-        return None
-    n = data.shape[0]
-    if n == 2:
-        return LAYOUTS["live"] if axes[:1] != "C" else None
-    if n == 3:
-        candidates = [LAYOUTS["nanodomains" if data.dtype == np.uint8 else "axons"]]
-    elif n == 4:
-        candidates = [LAYOUTS["dendrites"]]
-    elif n == 6:
-        candidates = [LAYOUTS["synprot"]]
-    else:
-        return None
-    for layout in candidates:
-        masks_ok = all(_is_binary(data[i]) for i in layout.mask_indices)
-        images_ok = not any(_is_binary(data[i]) for i in layout.image_indices)
-        if masks_ok and images_ok:
-            return layout
-    return None
-
-
 def layout_layers(
     stem: str,
     data: np.ndarray,
-    layout: Layout,
+    layout: FileLayout,
     pixel: tuple[float, ...] | None,
     *,
     source: str = "",
 ) -> list[LayerData]:
-    """One layer per channel of a TA-GAN file: images, then masks as annotation Labels."""
-    from ._widgets._labels import annotation_layer_kwargs, mask_to_annotation
+    """One layer per plane of a TA-GAN file: images, then masks as annotation Labels."""
+    from .core.annotations import annotation_layer_kwargs, mask_to_annotation
 
     scale = tuple(pixel[-2:]) if pixel else (1.0, 1.0)
-    meta = {"tagan": {"layout": layout.name, "source": source}}
+    meta = {"layout": layout.name, "mask_encoding": layout.mask_encoding, "source": source}
     layers: list[LayerData] = []
-    for i, (kind, label) in enumerate(layout.channels):
-        if kind == "image":
-            layers.append(
-                (
-                    data[i],
-                    {
-                        "name": f"{stem} {label}",
-                        "scale": scale,
-                        **_units(pixel),
-                        "metadata": {"tagan": {**meta["tagan"], "channel": label}},
-                        "colormap": "gray",
-                        "blending": "additive" if "STED" in label else "translucent",
-                    },
-                    "image",
-                )
-            )
-    for i in layout.mask_indices:
-        cls = layout.channels[i][1]
+    for i, plane in enumerate(layout.planes):
+        if plane.role != "mask":
+            kwargs = {
+                "name": f"{stem} {plane.name}",
+                "scale": scale,
+                **_units(pixel),
+                "metadata": {"tagan": {**meta, "channel": plane.name}},
+                "colormap": "gray",
+                "blending": "additive" if plane.role == "sted" else "translucent",
+            }
+            layers.append((data[i], kwargs, "image"))
+    for i in layout.indices("mask"):
+        cls = layout.planes[i].name
         kwargs = annotation_layer_kwargs(cls)
         kwargs.update(name=f"{stem} {cls}", scale=scale, **_units(pixel))
-        kwargs["metadata"]["tagan"].update(meta["tagan"])
+        kwargs["metadata"]["tagan"].update(meta)
         layers.append((mask_to_annotation(data[i]), kwargs, "labels"))
     return layers
 
@@ -300,7 +221,7 @@ def _own_layer(path: Path, data: Any, own: dict[str, Any]) -> LayerData:
     if layer_type == "labels":
         classes = own.get("classes")
         if isinstance(classes, list) and classes:
-            from ._widgets._labels import annotation_layer_kwargs
+            from .core.annotations import annotation_layer_kwargs
 
             style = annotation_layer_kwargs(*[str(c) for c in classes])
             kwargs["colormap"] = style["colormap"]

@@ -2,8 +2,9 @@
 
 Each function returns napari ``LayerData`` tuples: the confocal and STED images (photon
 counts) and one Labels layer per class, all with the pixel size as ``scale`` in µm.
-Labels follow the annotation convention of the plugin: 0 = not annotated, 1 =
-background, 2 = the class. The simulated truth is complete, so 0 never occurs.
+Labels follow the annotation convention (:mod:`napari_tagan.core.annotations`): 0 = not
+annotated, 1 = background, 2 = the class. The simulated truth is complete, so 0 never
+occurs, and the background is drawn transparent.
 
 Nothing is imported at module import: napari reads the manifest at start-up, and the
 simulator (numpy, scipy) loads only when a sample is opened.
@@ -13,20 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Size of every sample (fine pixels); 512² takes a fraction of a second.
+#: Size of every sample (fine pixels): big enough to show the structures, quick to draw.
 SAMPLE_SHAPE = (512, 512)
 SAMPLE_SEED = 0
-
-_CLASS_COLOURS = {
-    "rings": "magenta",
-    "fibers": "cyan",
-    "nanodomains": "yellow",
-    "bacteria": "lime",
-    "beads": "orange",
-}
-
-#: Label values of the annotation convention (design notes): 0 not annotated, 1 background.
-NOT_ANNOTATED, BACKGROUND, CLASS_VALUE = 0, 1, 2
 
 
 def axons_sample() -> list[tuple[Any, dict[str, Any], str]]:
@@ -101,41 +91,36 @@ def sample_layers(
             )
         )
     for class_name, mask in zip(sample.class_names, sample.masks, strict=True):
-        labels = np.where(mask, CLASS_VALUE, BACKGROUND).astype(np.uint8)
-        layers.append(
-            (
-                labels,
-                {
-                    "name": f"{structure} {class_name}",
-                    "scale": scale,
-                    "units": ("um", "um"),
-                    "opacity": 0.5,
-                    "colormap": {
-                        None: "transparent",
-                        NOT_ANNOTATED: "transparent",
-                        BACKGROUND: "transparent",
-                        CLASS_VALUE: _CLASS_COLOURS.get(class_name, "magenta"),
-                    },
-                    "features": {
-                        "index": [NOT_ANNOTATED, BACKGROUND, CLASS_VALUE],
-                        "class": ["not annotated", "background", class_name],
-                    },
-                    "metadata": {
-                        **base_meta,
-                        # as the Annotate widget's layers: the Train widget orders by it
-                        "tagan": {
-                            "classes": [class_name],
-                            "convention": "0 not annotated, 1 background, 2.. classes",
-                        },
-                        "class_name": class_name,
-                        "label_values": {
-                            "not annotated": NOT_ANNOTATED,
-                            "background": BACKGROUND,
-                            class_name: CLASS_VALUE,
-                        },
-                    },
-                },
-                "labels",
-            )
-        )
+        layers.append(_truth_layer(structure, class_name, mask, scale, base_meta))
     return layers
+
+
+def _truth_layer(
+    structure: str, class_name: str, mask: Any, scale: tuple[float, float], meta: dict[str, Any]
+) -> tuple[Any, dict[str, Any], str]:
+    """A complete ground-truth mask as a Labels layer of the annotation convention."""
+    # not "from napari_tagan.core import annotations": the package's own
+    # "from __future__ import annotations" answers that name until the module is loaded
+    import napari_tagan.core.annotations as ann
+
+    style = ann.annotation_layer_kwargs(class_name, background=ann.TRANSPARENT)
+    kwargs = {
+        "name": f"{structure} {class_name}",
+        "scale": scale,
+        "units": ("um", "um"),
+        "opacity": 0.5,
+        "colormap": style["colormap"],
+        "features": style["features"],
+        "metadata": {
+            **meta,
+            # as the Annotate widget's layers: the Train widget orders by it
+            **style["metadata"],
+            "class_name": class_name,
+            "label_values": {
+                "not annotated": ann.NOT_ANNOTATED,
+                "background": ann.BACKGROUND,
+                class_name: ann.FIRST_CLASS,
+            },
+        },
+    }
+    return ann.mask_to_annotation(mask), kwargs, "labels"

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, LineEdit, PushButton
 
-from ._common import keep_choices_fresh, layers_of_type, spatial_kwargs
-from ._labels import (
+from napari_tagan.core.annotations import (
     BACKGROUND_COLOUR,
     FIRST_CLASS,
     annotation_layer_kwargs,
     class_colour,
 )
+
+from ._common import keep_choices_fresh, layers_of_type, spatial_kwargs
 
 if TYPE_CHECKING:
     import napari

@@ -1,70 +1,34 @@
-"""The annotation convention of Labels layers, shared by the reader, Annotate and Enhance.
+"""The annotation convention for the widgets: see :mod:`napari_tagan.core.annotations`.
 
-A Labels layer made or read by this plugin uses **0 = not annotated**, **1 = background**
-(annotated, no class here) and **2, 3, … = classes**, so that a partial annotation says
-where the user has not looked yet. Classes that may overlap (rings and fibers) get one
-Labels layer each, holding 0/1/2. Class names are in the layer's ``features`` table (the
-status bar shows them under the cursor) and in ``metadata["tagan"]["classes"]``.
-
-Pure numpy: importing this module imports neither Qt nor torch.
+Kept so that widgets importing ``._labels`` keep working; new code imports the core module.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from napari_tagan.core.annotations import (
+    BACKGROUND,
+    BACKGROUND_COLOUR,
+    CLASS_COLOURS,
+    FIRST_CLASS,
+    NOT_ANNOTATED,
+    PALETTE,
+    TRANSPARENT,
+    annotation_layer_kwargs,
+    class_colour,
+    mask_to_annotation,
+    probability_to_annotation,
+)
 
-import numpy as np
-
-NOT_ANNOTATED = 0
-BACKGROUND = 1
-FIRST_CLASS = 2
-
-#: Colour of a class by name (falls back to :data:`PALETTE` in order).
-CLASS_COLOURS = {
-    "rings": "magenta",
-    "fibers": "lime",
-    "nanodomains": "yellow",
-    "spots 561": "orange",
-    "spots 640": "cyan",
-    "bacteria": "cyan",
-    "structure": "magenta",
-}
-PALETTE = ("magenta", "lime", "cyan", "yellow", "orange", "red", "dodgerblue")
-BACKGROUND_COLOUR = (0.55, 0.6, 0.7, 0.35)
-TRANSPARENT = (0.0, 0.0, 0.0, 0.0)
-
-
-def class_colour(name: str, index: int = 0) -> str:
-    """Display colour of a class."""
-    return CLASS_COLOURS.get(name, PALETTE[index % len(PALETTE)])
-
-
-def annotation_layer_kwargs(*classes: str) -> dict[str, Any]:
-    """``add_labels`` keyword arguments (colormap, features, metadata) for ``classes``."""
-    if not classes:
-        raise ValueError("an annotation layer needs at least one class")
-    colours: dict[Any, Any] = {None: TRANSPARENT, NOT_ANNOTATED: TRANSPARENT}
-    colours[BACKGROUND] = BACKGROUND_COLOUR
-    for i, name in enumerate(classes):
-        colours[FIRST_CLASS + i] = class_colour(name, i)
-    names = ["not annotated", "background", *classes]
-    return {
-        "colormap": colours,
-        "features": {"index": list(range(len(names))), "class": names},
-        "metadata": {
-            "tagan": {
-                "classes": list(classes),
-                "convention": "0 not annotated, 1 background, 2.. classes",
-            }
-        },
-    }
-
-
-def mask_to_annotation(mask: np.ndarray) -> np.ndarray:
-    """A fully annotated mask (0 = off, anything else = on) as 1 (background) / 2 (class)."""
-    return np.where(np.asarray(mask) != 0, FIRST_CLASS, BACKGROUND).astype(np.uint8)
-
-
-def probability_to_annotation(probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """A class probability map as an annotation (1 background, 2 class) at ``threshold``."""
-    return np.where(np.asarray(probability) >= threshold, FIRST_CLASS, BACKGROUND).astype(np.uint8)
+__all__ = [
+    "BACKGROUND",
+    "BACKGROUND_COLOUR",
+    "CLASS_COLOURS",
+    "FIRST_CLASS",
+    "NOT_ANNOTATED",
+    "PALETTE",
+    "TRANSPARENT",
+    "annotation_layer_kwargs",
+    "class_colour",
+    "mask_to_annotation",
+    "probability_to_annotation",
+]

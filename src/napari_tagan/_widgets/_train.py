@@ -88,6 +88,30 @@ def order_labels(layers: list[Labels], class_names: tuple[str, ...]) -> list[Lab
     return layers
 
 
+def _dataset(config: Any, chosen: list[dict[str, Any]]) -> Any:
+    """The training data of the chosen image sets, labels in the model's class order."""
+    from napari_tagan.core.training import dataset_from_arrays
+
+    labels = []
+    for s in chosen:
+        planes = s["label_planes"]
+        if not planes:
+            labels.append(None)
+        elif len(planes) == 1:
+            labels.append(planes[0])
+        else:
+            ordered = order_labels(s["labels"], config.class_names)
+            index = [s["labels"].index(x) for x in ordered]
+            labels.append([planes[i] for i in index])
+    return dataset_from_arrays(
+        config,
+        [s["confocal"] for s in chosen],
+        [s["sted"] for s in chosen],
+        labels,
+        names=[s["name"] for s in chosen],
+    )
+
+
 @dataclass
 class TrainingHistory:
     """What the plot shows: losses per iteration and validation metrics."""
@@ -468,7 +492,7 @@ class TrainWidget(Container):
 
         self._preview_target = preview_target
         # The preview layer is added now, hidden, and only updated during training: adding
-        # a layer is napari's costliest main-thread step (0.1-0.5 s), updating it is not.
+        # a layer is napari's costliest main-thread step, updating it is not.
         self._preview_layer(np.zeros(preview.shape, np.float32), None).visible = False
         self._worker = start_worker(
             job, on_result=self._on_done, on_finished=self._on_finished, what="Train"
@@ -485,55 +509,19 @@ class TrainWidget(Container):
         emit: Any,
     ) -> Any:
         """Build the model, datasets and :class:`Trainer` (runs in the worker thread)."""
-        from napari_tagan.core.config import preset_config
-        from napari_tagan.core.model import TAGANModel
-        from napari_tagan.core.training import (
-            Trainer,
-            TrainerCallbacks,
-            dataset_from_arrays,
-            model_for_fine_tuning,
+        from napari_tagan.core.errors import InputError
+        from napari_tagan.core.training import TrainerCallbacks
+        from napari_tagan.core.training.prepare import (
+            NothingToResumeError,
+            RunStart,
+            prepare_run,
         )
 
-        if resume:
-            from napari_tagan.core.checkpoints import read_bundle
-            from napari_tagan.core.errors import InputError
-            from napari_tagan.core.training import LATEST
+        def datasets(config: Any) -> tuple[Any, Any]:
+            train_sets = [s for i, s in enumerate(sets) if i != valid_index]
+            valid = _dataset(config, [sets[valid_index]]) if valid_index is not None else None
+            return _dataset(config, train_sets), valid
 
-            latest = Path(settings["output"]) / LATEST
-            if not latest.is_file():
-                raise InputError(f"nothing to resume in {latest.parent}: press Train to start")
-            model = read_bundle(latest).model  # its config shapes the datasets
-        elif settings["start"] == "file":
-            model = model_for_fine_tuning(settings["model_path"])
-        else:
-            width = settings["filters"]
-            config = preset_config(settings["preset"], ngf=width, nsf=width, ndf=width)
-            model = TAGANModel.from_config(config, with_discriminator=True)
-        config = model.config
-
-        def dataset(chosen: list[dict[str, Any]]) -> Any:
-            labels = []
-            for s in chosen:
-                planes = s["label_planes"]
-                if not planes:
-                    labels.append(None)
-                elif len(planes) == 1:
-                    labels.append(planes[0])
-                else:
-                    ordered = order_labels(s["labels"], config.class_names)
-                    index = [s["labels"].index(x) for x in ordered]
-                    labels.append([planes[i] for i in index])
-            return dataset_from_arrays(
-                config,
-                [s["confocal"] for s in chosen],
-                [s["sted"] for s in chosen],
-                labels,
-                names=[s["name"] for s in chosen],
-            )
-
-        train_sets = [s for i, s in enumerate(sets) if i != valid_index]
-        train_data = dataset(train_sets)
-        valid_data = dataset([sets[valid_index]]) if valid_index is not None else None
         callbacks = TrainerCallbacks(
             on_iteration=lambda it, total, losses, lr: emit(("iteration", it, total, losses)),
             on_validation=lambda it, metrics: emit(("validation", it, metrics)),
@@ -541,21 +529,33 @@ class TrainWidget(Container):
             on_checkpoint=lambda it, path: emit(("checkpoint", it, str(path))),
             should_stop=self._stop.is_set,
         )
-        common = {
-            "device": settings["device"],
-            "amp": settings["amp"],
-            "iterations": settings["iterations"],
-            "batch_size": settings["batch_size"],
-            "crop_size": settings["crop_size"],
-            "validate_every": settings["validate_every"],
-            "checkpoint_every": settings["checkpoint_every"],
-            "preview_every": settings["preview_every"],
-            "preview_image": preview,
-            "callbacks": callbacks,
-        }
+        width = settings["filters"]
         if resume:
-            return Trainer.resume(settings["output"], train_data, valid_data, **common)
-        return Trainer(model, train_data, valid_data, output_dir=settings["output"], **common)
+            start = RunStart(settings["output"], resume=True)
+        elif settings["start"] == "file":
+            start = RunStart(settings["output"], from_model=settings["model_path"])
+        else:
+            overrides = {"ngf": width, "nsf": width, "ndf": width}
+            start = RunStart(settings["output"], preset=settings["preset"], overrides=overrides)
+        try:
+            return prepare_run(
+                start,
+                datasets,
+                device=settings["device"],
+                amp=settings["amp"],
+                iterations=settings["iterations"],
+                batch_size=settings["batch_size"],
+                crop_size=settings["crop_size"],
+                validate_every=settings["validate_every"],
+                checkpoint_every=settings["checkpoint_every"],
+                preview_every=settings["preview_every"],
+                preview_image=preview,
+                callbacks=callbacks,
+            )
+        except NothingToResumeError as exc:
+            raise InputError(
+                f"nothing to resume in {exc.output_dir}: press Train to start"
+            ) from exc
 
     def stop(self) -> None:
         """Stop after the current iteration; the last checkpoint is saved."""

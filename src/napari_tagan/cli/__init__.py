@@ -2,7 +2,11 @@
 
 Each subcommand module defines ``add_parser(subparsers)`` (which sets ``func`` on its
 parser) and a ``run(args) -> int``. User errors (:class:`TaganError`, bad files) print one
-line on stderr and exit with status 2; no traceback.
+line on stderr and exit with status 2; no traceback. Refused config values are worded as
+the flags that set them (:func:`config_error_line`).
+
+Building the parser imports neither torch nor the engine (a test checks it), so ``--help``
+and argument errors are immediate: subcommand modules import what they need in ``run``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from . import convert, info
 
 def _subcommand_modules() -> list:
     # Imported here, not at module level: each may pull heavier dependencies.
-    from . import demo, guide, predict, simulate, train
+    from . import demo, export, guide, models, predict, simulate, train
 
-    return [convert, info, predict, guide, simulate, train, demo]
+    return [convert, info, predict, guide, simulate, train, demo, models, export]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,11 +65,42 @@ def _show_warning(
     tqdm.write(f"napari-tagan {command}: warning: {message}", file=sys.stderr)
 
 
+def config_error_line(exc: Exception) -> str:
+    """One line for a refused config (``ConfigError`` or pydantic's ``ValidationError``).
+
+    Each problem is named by the flag that sets it: ``--set FIELD=VALUE: why`` (``--preset
+    NAME: why`` for the preset); a rule about the config as a whole is its reason alone.
+    """
+    from pydantic import ValidationError
+
+    from napari_tagan.core.config import config_error
+
+    if isinstance(exc, ValidationError):
+        if exc.title != "ModelConfig":  # not something a flag sets: the problems as they are
+            return f"invalid {exc.title}: {config_error(exc)}"
+        exc = config_error(exc)
+    parts = []
+    for problem in getattr(exc, "problems", ()):
+        if problem.field == "preset":
+            parts.append(f"--preset {problem.value}: {problem.reason}")
+        else:
+            parts.append(f"--set {problem}" if problem.field else str(problem))
+    return "; ".join(parts) or str(exc)
+
+
 def _run(args: Any) -> int:
-    from napari_tagan.core.errors import TaganError
+    from pydantic import ValidationError
+
+    from napari_tagan.core.errors import AmbiguousPresetError, ConfigError, TaganError
 
     try:
         return int(args.func(args) or 0)
+    except (ConfigError, ValidationError) as exc:
+        print(f"napari-tagan {args.command}: error: {config_error_line(exc)}", file=sys.stderr)
+        return 2
+    except AmbiguousPresetError as exc:
+        print(f"napari-tagan {args.command}: error: {exc} with --preset", file=sys.stderr)
+        return 2
     except TaganError as exc:
         print(f"napari-tagan {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -77,4 +112,4 @@ def _run(args: Any) -> int:
         return 2
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "config_error_line", "main"]

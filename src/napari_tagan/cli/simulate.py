@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+#: napari_tagan.core.simulate.dataset.WRITABLE, spelt out so that --help imports no scipy.
 STRUCTURES = ("axons", "dendrites", "nanodomains", "saureus")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -117,50 +118,64 @@ def _datasets(args: argparse.Namespace, config: Any) -> tuple[Any, Any]:
     return train, valid
 
 
+def _start(args: argparse.Namespace) -> Any:
+    """The run's :class:`~napari_tagan.core.training.prepare.RunStart` from the options."""
+    from napari_tagan.core.training.prepare import RunStart
+
+    return RunStart(
+        output_dir=Path(args.output),
+        resume=args.resume,
+        preset=args.preset,
+        from_model=args.from_model,
+        epoch=args.epoch,
+        overrides=parse_overrides(args.overrides),
+        segmenter=args.segmenter,
+        seed=args.seed,
+    )
+
+
+def _prepare(args: argparse.Namespace, callbacks: Any) -> Any:
+    """The trainer (core's one decision tree), its errors worded with this CLI's options."""
+    from napari_tagan.core.checkpoints import InvalidSettingsError
+    from napari_tagan.core.errors import InputError
+    from napari_tagan.core.training.prepare import (
+        PresetRequiredError,
+        ResumeConflictError,
+        prepare_run,
+    )
+
+    try:
+        return prepare_run(
+            _start(args),
+            lambda config: _datasets(args, config),
+            iterations=args.iterations,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            crop_size=args.crop,
+            device=args.device,
+            validate_every=args.validate_every,
+            checkpoint_every=args.checkpoint_every,
+            callbacks=callbacks,
+            amp=args.amp,
+            deterministic=not args.no_deterministic,
+        )
+    except ResumeConflictError as exc:
+        raise InputError(
+            "--resume continues a run as it was: drop --from/--preset/--set/--segmenter"
+        ) from exc
+    except PresetRequiredError as exc:
+        raise InputError("give --preset for a new model (or --from to fine-tune)") from exc
+    except InvalidSettingsError as exc:
+        raise InputError(exc.describe("--set ")) from exc
+
+
 def run(args: argparse.Namespace) -> int:  # noqa: D103
-    import torch
     from tqdm import tqdm
 
-    from napari_tagan.core import TAGANModel, preset_config, read_bundle
-    from napari_tagan.core.errors import InputError
-    from napari_tagan.core.training import (
-        LATEST,
-        Trainer,
-        TrainerCallbacks,
-        load_pretrained_segmenter,
-        model_for_fine_tuning,
-    )
+    from napari_tagan.core.training import TrainerCallbacks
     from napari_tagan.core.training.distributed import launched_distributed, shutdown_distributed
-    from napari_tagan.core.training.trainer import config_error_message
 
-    overrides = parse_overrides(args.overrides)
-    output = Path(args.output)
-    if args.resume:
-        if args.from_model or args.preset or overrides:
-            raise InputError("--resume continues a run as it was: drop --from/--preset/--set")
-        if not (output / LATEST).is_file():
-            raise InputError(f"nothing to resume in {output} (no {LATEST})")
-        config = read_bundle(output / LATEST).model.config
-        model = None
-    elif args.from_model:
-        model = model_for_fine_tuning(
-            args.from_model, preset=args.preset, epoch=args.epoch, overrides=overrides
-        )
-        config = model.config
-    else:
-        if not args.preset:
-            raise InputError("give --preset for a new model (or --from to fine-tune)")
-        try:
-            config = preset_config(args.preset, **overrides)
-        except ValueError as exc:
-            raise InputError(config_error_message(exc, "--set ")) from exc
-        torch.manual_seed(0 if args.seed is None else args.seed)
-        model = TAGANModel.from_config(config, with_discriminator=True)
-    if model is not None and args.segmenter:
-        load_pretrained_segmenter(model, args.segmenter)
-
-    train, valid = _datasets(args, config)
-    main = not launched_distributed() or int(__import__("os").environ.get("RANK", "0")) == 0
+    main = not launched_distributed() or int(os.environ.get("RANK", "0")) == 0
     bar = tqdm(total=0, unit="it", disable=args.no_progress or not main, dynamic_ncols=True)
     shown: dict[str, str] = {}
 
@@ -177,29 +192,12 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
         bar.set_postfix(shown, refresh=True)
 
     callbacks = TrainerCallbacks(on_iteration=on_iteration, on_validation=on_validation)
-    kwargs: dict[str, Any] = {
-        "iterations": args.iterations,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "crop_size": args.crop,
-        "device": args.device,
-        "validate_every": args.validate_every,
-        "checkpoint_every": args.checkpoint_every,
-        "callbacks": callbacks,
-        "amp": args.amp,
-        "deterministic": not args.no_deterministic,
-    }
-    if args.resume:
-        kwargs["seed"] = args.seed
-        trainer = Trainer.resume(output, train, valid, **kwargs)
-    else:
-        assert model is not None
-        trainer = Trainer(model, train, valid, output_dir=output, seed=args.seed or 0, **kwargs)
+    trainer = _prepare(args, callbacks)
     bar.total = trainer.total
     bar.n = trainer.iteration
 
     def stop(signum: int, frame: Any) -> None:
-        if trainer._stop.is_set():
+        if trainer.stop_requested:
             raise KeyboardInterrupt
         trainer.request_stop()
         if main:

@@ -2,29 +2,47 @@
 
 A :class:`ModelConfig` is everything needed to rebuild a model's networks, normalize its
 inputs, and train it; it travels inside every model bundle. Presets are plain config
-values (see :data:`PRESETS`), not subclasses.
+values (see :data:`PRESETS`), not subclasses. The fields that decide the networks' layout
+are marked in the class (:func:`_architecture`), and :data:`ARCHITECTURE_FIELDS` is read
+from those marks, so a fine-tune cannot change the architecture by accident.
+
+This module does not import torch: the CLI builds its parser (preset choices) from it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .networks import DiscriminatorName, GeneratorName, InitName, NormName, SegmenterName
+from .errors import (
+    ArchitectureChangeError,
+    ConfigError,
+    ConfigProblem,
+    UnknownPresetError,
+)
 
 CONFIG_SCHEMA_VERSION = 1
 
 PresetName = Literal["axons", "dendrites", "synprot", "saureus", "nanodomains", "live", "generic"]
-PRESET_NAMES: tuple[str, ...] = (
-    "axons",
-    "dendrites",
-    "synprot",
-    "saureus",
-    "nanodomains",
-    "live",
-    "generic",
-)
+PRESET_NAMES: tuple[str, ...] = get_args(PresetName)
+
+# The networks' names (napari_tagan.core.networks builds them; a test checks the two agree).
+NormName = Literal["batch", "instance", "none"]
+GeneratorName = Literal["resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256"]
+SegmenterName = Literal["resnet_6blocks", "unet_128", "unet_32"]
+DiscriminatorName = Literal["basic", "n_layers", "pixel"]
+InitName = Literal["normal", "xavier", "kaiming", "orthogonal"]
+NormalizationKind = Literal["legacy8", "legacy8_minmax", "minmax", "percentile"]
+GanMode = Literal["vanilla", "lsgan", "wgangp"]
+
+#: The ``json_schema_extra`` mark of a field that decides the networks' layout.
+_ARCHITECTURE_MARK = "architecture"
+
+
+def _architecture(default: Any, **constraints: Any) -> Any:
+    """A field that decides the networks' layout: the weights fix it once they exist."""
+    return Field(default, json_schema_extra={_ARCHITECTURE_MARK: True}, **constraints)
 
 
 class NormalizationSpec(BaseModel):
@@ -44,7 +62,7 @@ class NormalizationSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
 
-    kind: Literal["legacy8", "legacy8_minmax", "minmax", "percentile"] = "percentile"
+    kind: NormalizationKind = "percentile"
     p_low: float = Field(1.0, ge=0.0, lt=100.0)
     p_high: float = Field(99.8, gt=0.0, le=100.0)
     out_range: tuple[float, float] = (-1.0, 1.0)
@@ -73,20 +91,20 @@ class ModelConfig(BaseModel):
     preset: PresetName = "generic"
     description: str = ""
 
-    # Networks
-    generator: GeneratorName = "resnet_9blocks"
-    segmenter: SegmenterName | None = "resnet_6blocks"
-    discriminator: DiscriminatorName = "basic"
-    n_layers_d: int = Field(3, ge=1, le=8)
-    image_channels: int = Field(1, ge=1)
-    input_nc: int = Field(1, ge=1)
-    output_nc: int = Field(1, ge=1)
+    # Networks (the fields marked ``_architecture`` fix the weights' layout)
+    generator: GeneratorName = _architecture("resnet_9blocks")
+    segmenter: SegmenterName | None = _architecture("resnet_6blocks")
+    discriminator: DiscriminatorName = _architecture("basic")
+    n_layers_d: int = _architecture(3, ge=1, le=8)
+    image_channels: int = _architecture(1, ge=1)
+    input_nc: int = _architecture(1, ge=1)
+    output_nc: int = _architecture(1, ge=1)
     channel_names: tuple[str, ...] = ("confocal",)
-    class_names: tuple[str, ...] = ("structure",)
-    ngf: int = Field(64, ge=1)
-    nsf: int = Field(64, ge=1)
-    ndf: int = Field(64, ge=1)
-    norm: NormName = "batch"
+    class_names: tuple[str, ...] = _architecture(("structure",))
+    ngf: int = _architecture(64, ge=1)
+    nsf: int = _architecture(64, ge=1)
+    ndf: int = _architecture(64, ge=1)
+    norm: NormName = _architecture("batch")
     dropout: bool = True
     init_type: InitName = "normal"
     init_gain: float = 0.02
@@ -97,7 +115,7 @@ class ModelConfig(BaseModel):
     mask_range: tuple[float, float] = (-1.0, 1.0)
 
     # Objectives
-    gan_mode: Literal["vanilla", "lsgan", "wgangp"] = "vanilla"
+    gan_mode: GanMode = "vanilla"
     lambda_gan: float = Field(1.0, ge=0.0)
     lambda_seg: float = Field(10.0, ge=0.0)
     lambda_pixel: float = Field(0.0, ge=0.0)
@@ -109,7 +127,7 @@ class ModelConfig(BaseModel):
     seg_thresholds: tuple[float, ...] = ()
     freeze_segmenter: bool = False
     #: The live preset's G also receives STED sub-regions and a map of where they are.
-    sted_regions_input: bool = False
+    sted_regions_input: bool = _architecture(False)
 
     # Optimisation
     lr: float = Field(2e-4, gt=0.0)
@@ -158,22 +176,77 @@ class ModelConfig(BaseModel):
 
         Changing ``image_channels`` alone also adapts the fields that follow from it
         (``input_nc``, ``output_nc``, ``channel_names``) unless they are given too.
+
+        Raises
+        ------
+        ConfigError
+            If the result is not a valid config; its ``problems`` name the fields.
         """
         data = self.model_dump()
-        if "image_channels" in overrides:
-            n = int(overrides["image_channels"])
-            extra = 2 if overrides.get("sted_regions_input", self.sted_regions_input) else 0
-            overrides.setdefault("input_nc", n + extra)
-            overrides.setdefault("output_nc", n)
-            if n != len(self.channel_names):
-                names = ("confocal",) if n == 1 else tuple(f"channel {i}" for i in range(n))
-                overrides.setdefault("channel_names", names)
-        for key, value in overrides.items():
+        for key, value in self._derived_channels(overrides).items():
             if isinstance(value, dict) and isinstance(data.get(key), dict):
                 data[key] = {**data[key], **value}  # a sub-config: change only what is given
             else:
                 data[key] = value
-        return ModelConfig.model_validate(data)
+        try:
+            return ModelConfig.model_validate(data)
+        except ValidationError as exc:
+            raise config_error(exc) from exc
+
+    def with_training_overrides(self, **overrides: Any) -> ModelConfig:
+        """:meth:`with_overrides` for a model whose weights exist (fine-tuning).
+
+        Training fields (losses, lr, schedule, batch, crop, ...) may change; the fields
+        marked as architecture may not, since the weights fix them.
+
+        Raises
+        ------
+        ArchitectureChangeError
+            If an override changes an architecture field (its ``fields`` name them).
+        ConfigError
+            If the result is not a valid config.
+        """
+        new = self.with_overrides(**overrides)
+        changed = [f for f in ARCHITECTURE_FIELDS if getattr(new, f) != getattr(self, f)]
+        named = [f for f in changed if f in overrides] or changed  # not the derived ones
+        if named:
+            raise ArchitectureChangeError({f: getattr(new, f) for f in named})
+        return new
+
+    def _derived_channels(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """``overrides`` plus the channel fields that follow from a new ``image_channels``."""
+        try:
+            n = int(overrides["image_channels"])
+        except (KeyError, TypeError, ValueError):
+            return overrides  # no change, or a bad value that validation reports
+        out = dict(overrides)
+        extra = 2 if out.get("sted_regions_input", self.sted_regions_input) else 0
+        out.setdefault("input_nc", n + extra)
+        out.setdefault("output_nc", n)
+        if n != len(self.channel_names):
+            names = ("confocal",) if n == 1 else tuple(f"channel {i}" for i in range(n))
+            out.setdefault("channel_names", names)
+        return out
+
+
+#: Config fields that decide the networks' layout (marked in :class:`ModelConfig`).
+ARCHITECTURE_FIELDS: tuple[str, ...] = tuple(
+    name
+    for name, info in ModelConfig.model_fields.items()
+    if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(_ARCHITECTURE_MARK)
+)
+
+
+def config_error(exc: ValidationError) -> ConfigError:
+    """The :class:`ConfigError` of a pydantic validation error: one problem per error."""
+    problems = []
+    for err in exc.errors():
+        loc = err.get("loc", ())
+        reason = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        problems.append(
+            ConfigProblem(".".join(map(str, loc)), err.get("input") if loc else None, reason)
+        )
+    return ConfigError(problems)
 
 
 _AXONS = ModelConfig(
@@ -273,9 +346,11 @@ def preset_config(name: str, **overrides: Any) -> ModelConfig:
 
     Raises
     ------
-    ValueError
-        If ``name`` is not a preset; the message lists the presets.
+    UnknownPresetError
+        If ``name`` is not a preset; it lists the presets.
+    ConfigError
+        If the overrides do not make a valid config.
     """
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESET_NAMES)}")
+        raise UnknownPresetError(name, PRESET_NAMES)
     return PRESETS[name].with_overrides(**overrides)

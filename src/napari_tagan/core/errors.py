@@ -1,10 +1,16 @@
 """Exceptions with messages meant for the person who supplied the input.
 
 The CLI prints ``str(error)`` as one line and exits non-zero; the napari widgets show it as
-a notification. Messages say what was wrong and what was expected.
+a notification. Messages say what was wrong and what was expected, in the engine's terms
+(config field names, not command-line flags or widget labels): each front end words the
+data an error carries (e.g. :attr:`ConfigError.problems`) for its own controls.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 
 class TaganError(Exception):
@@ -19,5 +25,84 @@ class ArchitectureMismatchError(ModelLoadError):
     """Checkpoint weights do not fit the architecture they were asked to load into."""
 
 
+class AmbiguousPresetError(ModelLoadError):
+    """Several presets (``candidates``) fit the weights at ``origin``: the user picks one."""
+
+    def __init__(self, origin: str, candidates: Sequence[str]) -> None:
+        self.origin = str(origin)
+        self.candidates = tuple(candidates)
+        super().__init__(
+            f"several presets fit {self.origin} ({', '.join(self.candidates)}); they differ "
+            "in normalization, so the preset must be given"
+        )
+
+
 class InputError(TaganError, ValueError):
     """An image or argument does not fit what the model or command expects."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One refused config value: the dotted ``field`` ("" for the config as a whole)."""
+
+    field: str
+    value: Any
+    reason: str
+
+    def __str__(self) -> str:
+        if not self.field:
+            return self.reason
+        shown = self.value if isinstance(self.value, str) else repr(self.value)
+        return f"{self.field}={shown}: {self.reason}"
+
+
+class ConfigError(InputError):
+    """A model configuration was refused; :attr:`problems` names each field and why."""
+
+    def __init__(self, problems: Sequence[ConfigProblem], message: str | None = None) -> None:
+        self.problems = tuple(problems)
+        self._worded = message is not None
+        super().__init__(message or "; ".join(map(str, self.problems)) or "invalid config")
+
+    def errors(self) -> list[dict[str, Any]]:
+        """The problems in pydantic's ``ValidationError.errors()`` form (none if worded).
+
+        A transition aid while ``training.trainer.config_error_message`` formats errors:
+        it words these as pydantic's, and an error with its own message as ``str()``.
+        """
+        if self._worded:
+            return []
+        return [
+            {
+                "loc": tuple(p.field.split(".")) if p.field else (),
+                "msg": p.reason,
+                "input": p.value,
+            }
+            for p in self.problems
+        ]
+
+
+class UnknownPresetError(ConfigError):
+    """``name`` is not one of the presets in ``choices``."""
+
+    def __init__(self, name: str, choices: Sequence[str]) -> None:
+        self.name = name
+        self.choices = tuple(choices)
+        expected = f"expected one of {', '.join(self.choices)}"
+        super().__init__(
+            [ConfigProblem("preset", name, f"unknown preset; {expected}")],
+            f"unknown preset {name!r}; {expected}",
+        )
+
+
+class ArchitectureChangeError(ConfigError):
+    """A fine-tune asked to change fields that the loaded weights fix (field → value)."""
+
+    def __init__(self, changes: Mapping[str, Any]) -> None:
+        self.fields = tuple(changes)
+        reason = "cannot change when fine-tuning: the loaded weights fix the architecture"
+        super().__init__(
+            [ConfigProblem(f, v, reason) for f, v in changes.items()],
+            f"cannot change {', '.join(self.fields)} when fine-tuning: the loaded weights "
+            "fix the architecture",
+        )

@@ -80,12 +80,11 @@ def overlap_counts(
         raise ValueError(f"segmentations differ in shape: {p.shape} vs {t.shape}")
     w = np.ones(p.shape, bool) if weights is None else np.asarray(weights) > 0
     axes = tuple(range(1, p.ndim))
-    inter = np.sum(p & t & w, axis=axes, dtype=np.int64)
-    return (
-        inter,
-        np.sum(p & w, axis=axes, dtype=np.int64),
-        np.sum(t & w, axis=axes, dtype=np.int64),
-    )
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.asarray(np.sum(mask & w, axis=axes, dtype=np.int64))
+
+    return count(p & t), count(p), count(t)
 
 
 def dice_iou_from_counts(

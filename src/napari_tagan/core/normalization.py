@@ -71,8 +71,8 @@ def _warn_if_clipped(channel: Any, spec: NormalizationSpec) -> None:
             f"{clipped:.0%} of the image's pixels are above 255 and are clipped by the "
             f"{spec.kind} normalization (the original TA-GAN's 8-bit conversion, which its "
             "models expect): rescale such images to 0-255 for these models, or train new "
-            "ones with percentile normalization (the generic preset, or "
-            "--set normalization.kind=percentile)",
+            "ones with percentile normalization (the generic preset, or the config's "
+            "normalization.kind=percentile)",
             ClippingWarning,
             stacklevel=4,
         )

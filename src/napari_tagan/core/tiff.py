@@ -141,7 +141,7 @@ def _ome_pixel_size(xml: str, axes: str) -> tuple[float, ...] | None:
     return (y, x)
 
 
-def read_tiff(path: str | os.PathLike[str]) -> ImageSource:
+def open_tiff(path: str | os.PathLike[str]) -> ImageSource:
     """Open a TIFF lazily (memory-mapped when uncompressed, else through zarr)."""
     import tifffile
 
@@ -168,6 +168,21 @@ def read_tiff(path: str | os.PathLike[str]) -> ImageSource:
     if axes.endswith("S") and len(shape) == 3 and shape[-1] in (3, 4):
         raise InputError(f"{p}: RGB images are not microscope channels; save one plane each")
     return ImageSource(p, image_name(p), data, axes, pixel)
+
+
+#: Former name of :func:`open_tiff`, until ``tests/test_cli_predict.py`` moves to it.
+read_tiff = open_tiff
+
+
+def read_tiff_array(path: str | os.PathLike[str]) -> np.ndarray:
+    """The whole first series of a TIFF as a numpy array (training files are small)."""
+    import tifffile
+
+    p = Path(path)
+    try:
+        return np.asarray(tifffile.imread(p))
+    except Exception as exc:  # tifffile raises many types for broken files
+        raise InputError(f"cannot read {p.name} as a TIFF: {exc}") from exc
 
 
 def read_zarr(path: str | os.PathLike[str]) -> ImageSource:
@@ -232,7 +247,7 @@ def expand_inputs(paths: list[str]) -> list[Path]:
 
 def read_image(path: Path) -> ImageSource:
     """Open a TIFF file or a zarr store lazily."""
-    return read_zarr(path) if _is_zarr(path) else read_tiff(path)
+    return read_zarr(path) if _is_zarr(path) else open_tiff(path)
 
 
 def write_float32_tiff(

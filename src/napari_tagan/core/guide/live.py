@@ -1,8 +1,9 @@
 """Live-cell mode: real STED in the acquired regions, the generator fills in the rest.
 
 The live preset's generator reads (confocal, STED where acquired, decision map); the
-input itself is built by :func:`napari_tagan.core.prediction.prepare_input` from ``sted``
-and ``sted_mask``. This module turns a :class:`RegionSet` into those two arrays.
+prediction engine builds that input (``plane_reader`` in ``core.prediction.inputs``)
+from ``sted`` and ``sted_mask``. This module turns a :class:`RegionSet` into those two
+arrays.
 """
 
 from __future__ import annotations
@@ -54,12 +55,14 @@ def region_sted(
 
 def live_input(model: Any, confocal: Any, sted: np.ndarray, regions: RegionSet) -> np.ndarray:
     """The live generator's normalized input (confocal channels + 2, Y, X) for ``regions``."""
-    from ..prediction import prepare_input
+    from ..prediction.inputs import as_channels_first, plane_reader
 
     check_live(model)
     sted_in, mask = region_sted(sted, regions, tuple(np.shape(confocal)))
-    x, _, _ = prepare_input(model, confocal, sted=sted_in, sted_mask=mask)
-    return x
+    chw, _ = as_channels_first(model, np.asarray(confocal))
+    h, w = regions.image_shape
+    read, _ = plane_reader(model, chw, (h, w), sted=sted_in, sted_mask=mask)
+    return read((0, h, 0, w))
 
 
 def predict_with_regions(

@@ -3,8 +3,9 @@
 The CLI (``napari-tagan train``) and the napari Train widget both drive :class:`Trainer`.
 """
 
+from ..checkpoints import load_pretrained_segmenter, model_for_fine_tuning
+from .batches import Batch, BatchSampler
 from .data import (
-    BatchSampler,
     TrainingDataset,
     TrainingSample,
     dataset_from_arrays,
@@ -20,14 +21,13 @@ from .trainer import (
     Trainer,
     TrainerCallbacks,
     TrainingSummary,
-    load_pretrained_segmenter,
-    model_for_fine_tuning,
     periodic_name,
 )
 
 __all__ = [
     "BEST",
     "LATEST",
+    "Batch",
     "BatchSampler",
     "GANLoss",
     "LRSchedule",

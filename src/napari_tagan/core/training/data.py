@@ -7,9 +7,7 @@ STED each with their own, as the original pipeline), plus per-class targets in
 (:func:`dataset_from_arrays`, what the napari widget hands over) or from a folder in one
 of the original TA-GAN layouts (:func:`dataset_from_folder`).
 
-Batches are drawn by :class:`BatchSampler`: a seeded stream of shuffled epochs and random
-crops, flips and 90° rotations applied identically to every channel; crops are centred on
-annotated pixels when a sample is only partly annotated.
+Batches are cut in :mod:`.batches`.
 """
 
 from __future__ import annotations
@@ -25,12 +23,9 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import InputError
-from ..networks import ARCH_STRIDE
 from ..normalization import masks_to_target, normalize
 
 TIFF_SUFFIXES = (".tif", ".tiff")
-#: Side of the blocks among which the live preset picks its STED regions (pixels).
-LIVE_BLOCK = 50
 
 
 @dataclass
@@ -117,7 +112,9 @@ class TrainingDataset(Sequence[TrainingSample]):
                 )
 
 
-# ------------------------------------------------------------------------------ labels
+# ------------------------------------------------------------------------------ annotations
+# The annotation convention (0 not annotated, 1 background, 2.. classes) and mask → target
+# conversion: to be replaced by core/annotations.py.
 
 
 def labels_to_targets(
@@ -154,41 +151,62 @@ def labels_to_targets(
     InputError
         Wrong shapes, labels beyond the class count, non-finite masks.
     """
-    lo, hi = (np.float32(v) for v in mask_range)
     if n_classes < 1:
         raise InputError(f"n_classes must be ≥ 1, got {n_classes}")
+    lo, hi = (np.float32(v) for v in mask_range)
     if isinstance(labels, list | tuple):
-        if len(labels) != n_classes:
-            raise InputError(f"got {len(labels)} per-class label images for {n_classes} class(es)")
-        layers = [np.asarray(x) for x in labels]
-        shapes = {x.shape for x in layers}
-        if len(shapes) != 1 or layers[0].ndim != 2:
-            raise InputError(f"per-class label images must be 2D and equal in shape, got {shapes}")
-        targets = np.full((n_classes, *layers[0].shape), lo, np.float32)
-        weights = np.zeros((n_classes, *layers[0].shape), np.float32)
-        for k, layer in enumerate(layers):
-            _check_integer(layer, f"label image of class {k + 1}")
-            if layer.size and (layer.max() > 2 or layer.min() < 0):
-                raise InputError(
-                    f"per-class label image {k + 1} holds values {int(layer.min())}.."
-                    f"{int(layer.max())}; expected 0 (not annotated), 1 (background), 2 (class)"
-                )
-            targets[k][layer == 2] = hi
-            weights[k] = (layer != 0).astype(np.float32)
-        return targets, weights
+        return _per_class_labels(labels, n_classes, lo, hi)
     array = np.asarray(labels)
     if array.ndim == 2 and np.issubdtype(array.dtype, np.integer):
-        if array.size and (array.min() < 0 or array.max() > n_classes + 1):
+        return _label_image(array, n_classes, lo, hi)
+    return _mask_array(array, n_classes, lo, hi)
+
+
+def _per_class_labels(
+    labels: Sequence[Any], n_classes: int, lo: np.float32, hi: np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """One label image per class: 0 = not annotated, 1 = background, 2 = the class."""
+    if len(labels) != n_classes:
+        raise InputError(f"got {len(labels)} per-class label images for {n_classes} class(es)")
+    layers = [np.asarray(x) for x in labels]
+    shapes = {x.shape for x in layers}
+    if len(shapes) != 1 or layers[0].ndim != 2:
+        raise InputError(f"per-class label images must be 2D and equal in shape, got {shapes}")
+    targets = np.full((n_classes, *layers[0].shape), lo, np.float32)
+    weights = np.zeros((n_classes, *layers[0].shape), np.float32)
+    for k, layer in enumerate(layers):
+        _check_integer(layer, f"label image of class {k + 1}")
+        if layer.size and (layer.max() > 2 or layer.min() < 0):
             raise InputError(
-                f"label image holds values {int(array.min())}..{int(array.max())}; with "
-                f"{n_classes} class(es) expected 0 (not annotated), 1 (background), 2.."
-                f"{n_classes + 1} (classes)"
+                f"per-class label image {k + 1} holds values {int(layer.min())}.."
+                f"{int(layer.max())}; expected 0 (not annotated), 1 (background), 2 (class)"
             )
-        targets = np.full((n_classes, *array.shape), lo, np.float32)
-        for k in range(n_classes):
-            targets[k][array == k + 2] = hi
-        weights = np.repeat((array != 0)[None].astype(np.float32), n_classes, axis=0)
-        return targets, weights
+        targets[k][layer == 2] = hi
+        weights[k] = (layer != 0).astype(np.float32)
+    return targets, weights
+
+
+def _label_image(
+    array: np.ndarray, n_classes: int, lo: np.float32, hi: np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """One integer label image: 0 = not annotated, 1 = background, ``k + 2`` = class k."""
+    if array.size and (array.min() < 0 or array.max() > n_classes + 1):
+        raise InputError(
+            f"label image holds values {int(array.min())}..{int(array.max())}; with "
+            f"{n_classes} class(es) expected 0 (not annotated), 1 (background), 2.."
+            f"{n_classes + 1} (classes)"
+        )
+    targets = np.full((n_classes, *array.shape), lo, np.float32)
+    for k in range(n_classes):
+        targets[k][array == k + 2] = hi
+    weights = np.repeat((array != 0)[None].astype(np.float32), n_classes, axis=0)
+    return targets, weights
+
+
+def _mask_array(
+    array: np.ndarray, n_classes: int, lo: np.float32, hi: np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks (n_classes, Y, X), annotated everywhere; floats in [0, 1] are fractions."""
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3 or array.shape[0] != n_classes:
@@ -201,11 +219,8 @@ def labels_to_targets(
     elif np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all():
             raise InputError("mask array holds NaN or infinite values")
-        frac = (
-            array.astype(np.float32)
-            if array.size and array.min() >= 0 and array.max() <= 1
-            else (array != 0).astype(np.float32)
-        )
+        in_unit = array.size and array.min() >= 0 and array.max() <= 1
+        frac = array.astype(np.float32) if in_unit else (array != 0).astype(np.float32)
     else:
         _check_integer(array, "mask array")
         frac = (array != 0).astype(np.float32)
@@ -323,7 +338,9 @@ def dataset_from_arrays(
     return TrainingDataset(config, samples, h.hexdigest(), source="arrays")
 
 
-# ------------------------------------------------------------------------------ folders
+# ------------------------------------------------------------------------------ file layouts
+# The TA-GAN file layouts (channel order of a stack, BF/SIM/masks folders): to be replaced
+# by core/layouts.py.
 
 
 def _resolve_split(path: Path, split: str) -> Path:
@@ -455,194 +472,3 @@ def _saureus_folder(folder: Path, config: ModelConfig) -> TrainingDataset:
     if not samples:
         raise InputError(f"no TIFF samples in {folder / 'BF'}")
     return TrainingDataset(config, samples, h.hexdigest(), source=str(folder))
-
-
-# ------------------------------------------------------------------------------ batches
-
-
-def required_multiple(config: ModelConfig) -> int:
-    """Crop sides must be multiples of the networks' total stride."""
-    archs = [config.generator] + ([config.segmenter] if config.segmenter else [])
-    return max(ARCH_STRIDE[a] for a in archs)
-
-
-def crop_shape(dataset: TrainingDataset, crop_size: int) -> tuple[int, int]:
-    """The (Y, X) of training crops.
-
-    ``crop_size`` rounded down to the networks' stride, or with ``crop_size=0`` the
-    largest size every image holds.
-    """
-    m = required_multiple(dataset.config)
-    if crop_size > 0:
-        side = max(m, crop_size // m * m)
-        return side, side
-    ys = min(s.shape[0] for s in dataset.samples)
-    xs = min(s.shape[1] for s in dataset.samples)
-    return max(m, ys // m * m), max(m, xs // m * m)
-
-
-def _pad_to(array: np.ndarray, shape: tuple[int, int], mode: str) -> np.ndarray:
-    py, px = max(0, shape[0] - array.shape[-2]), max(0, shape[1] - array.shape[-1])
-    if not (py or px):
-        return array
-    pads = ((0, 0), (0, py), (0, px))
-    if mode == "reflect" and (py >= array.shape[-2] or px >= array.shape[-1]):
-        mode = "edge"
-    return np.pad(array, pads, mode=mode) if mode != "zero" else np.pad(array, pads)
-
-
-@dataclass
-class Crop:
-    """Where and how one sample is cut for a batch."""
-
-    index: int
-    y: int
-    x: int
-    flip_y: bool
-    flip_x: bool
-    rot: int
-    n_regions: int
-
-
-def draw_crop(
-    sample: TrainingSample, index: int, shape: tuple[int, int], rng: np.random.Generator
-) -> Crop:
-    """Random crop position and augmentation for one sample.
-
-    Partly annotated samples are cut around a randomly chosen annotated pixel, so every
-    crop carries some annotation.
-    """
-    h, w = max(sample.shape[0], shape[0]), max(sample.shape[1], shape[1])
-    annotated = sample.annotated_pixels()
-    if annotated.size and not sample.fully_annotated:
-        flat = int(annotated[rng.integers(annotated.size)])
-        py, px = divmod(flat, sample.shape[1])
-        y = int(rng.integers(max(0, py - shape[0] + 1), min(py, h - shape[0]) + 1))
-        x = int(rng.integers(max(0, px - shape[1] + 1), min(px, w - shape[1]) + 1))
-    else:
-        y = int(rng.integers(0, h - shape[0] + 1))
-        x = int(rng.integers(0, w - shape[1] + 1))
-    flips = rng.integers(0, 2, size=2)
-    rot = int(rng.integers(0, 4)) if shape[0] == shape[1] else 2 * int(rng.integers(0, 2))
-    n_regions = int(rng.integers(1, 3))
-    return Crop(index, y, x, bool(flips[0]), bool(flips[1]), rot, n_regions)
-
-
-def _augment(array: np.ndarray, crop: Crop, shape: tuple[int, int], pad: str) -> np.ndarray:
-    a = _pad_to(array, shape, pad)[:, crop.y : crop.y + shape[0], crop.x : crop.x + shape[1]]
-    if crop.flip_y:
-        a = a[:, ::-1]
-    if crop.flip_x:
-        a = a[:, :, ::-1]
-    if crop.rot:
-        a = np.rot90(a, crop.rot, axes=(1, 2))
-    return np.ascontiguousarray(a, dtype=np.float32)
-
-
-def live_regions(confocal: np.ndarray, sted: np.ndarray, n_regions: int, low: float) -> np.ndarray:
-    """The live preset's extra G channels for one crop.
-
-    STED in the ``n_regions`` brightest confocal blocks (``low`` elsewhere) and the
-    decision map (+1 inside, ``low`` outside).
-    """
-    h, w = confocal.shape[-2:]
-    b = max(1, min(LIVE_BLOCK, h // 2, w // 2))
-    ny, nx = h // b, w // b
-    blocks = confocal[:, : ny * b, : nx * b].mean(axis=0).reshape(ny, b, nx, b).mean(axis=(1, 3))
-    order = np.argsort(-blocks, axis=None, kind="stable")[:n_regions]
-    mask = np.zeros((h, w), bool)
-    for flat in order:
-        by, bx = divmod(int(flat), nx)
-        mask[by * b : (by + 1) * b, bx * b : (bx + 1) * b] = True
-    regions = np.full((2, h, w), low, np.float32)
-    regions[0][mask] = sted.mean(axis=0)[mask]
-    regions[1][mask] = 1.0
-    return regions
-
-
-def make_batch(
-    dataset: TrainingDataset, crops: Sequence[Crop], shape: tuple[int, int]
-) -> dict[str, np.ndarray | None]:
-    """Cut and stack the crops: ``g_input``, ``sted``, ``targets`` and ``weights``.
-
-    Samples without annotation get all-zero weights (their pixels do not count in the
-    segmentation loss); ``targets``/``weights`` are None only for a model without classes.
-    """
-    cfg = dataset.config
-    low = cfg.normalization.out_range[0]
-    g_in, sted, targets, weights = [], [], [], []
-    for crop in crops:
-        s = dataset.samples[crop.index]
-        c = _augment(s.confocal, crop, shape, "reflect")
-        st = _augment(s.sted, crop, shape, "reflect")
-        if cfg.sted_regions_input:
-            c = np.concatenate([c, live_regions(c, st, crop.n_regions, low)], 0)
-        g_in.append(c)
-        sted.append(st)
-        if s.targets is not None and s.weights is not None:
-            targets.append(_augment(s.targets, crop, shape, "reflect"))
-            weights.append(_augment(s.weights, crop, shape, "zero"))
-        elif cfg.n_classes:
-            targets.append(np.full((cfg.n_classes, *shape), cfg.mask_range[0], np.float32))
-            weights.append(np.zeros((cfg.n_classes, *shape), np.float32))
-    return {
-        "g_input": np.stack(g_in),
-        "sted": np.stack(sted),
-        "targets": np.stack(targets) if targets else None,
-        "weights": np.stack(weights) if weights else None,
-    }
-
-
-def validation_item(dataset: TrainingDataset, index: int) -> dict[str, np.ndarray | None]:
-    """One whole validation image, cut to the networks' stride (top-left), no augmentation.
-
-    The live preset's STED regions are the two brightest blocks (deterministic).
-    """
-    s = dataset.samples[index]
-    m = required_multiple(dataset.config)
-    h, w = (max(m, d // m * m) for d in s.shape)
-    crop = Crop(index, 0, 0, False, False, 0, 2)
-    return {
-        k: (None if v is None else v[0]) for k, v in make_batch(dataset, [crop], (h, w)).items()
-    }
-
-
-class BatchSampler:
-    """Seeded stream of shuffled epochs; each draw is a batch of crops.
-
-    Every rank of a data-parallel run holds an identical sampler and draws the whole
-    global batch, then keeps its own slice: the data order does not depend on how many
-    processes share it. :meth:`state_dict` / :meth:`load_state_dict` capture the exact
-    position (generator state and the rest of the current epoch).
-    """
-
-    def __init__(self, dataset: TrainingDataset, seed: int) -> None:
-        self.dataset = dataset
-        self.rng = np.random.Generator(np.random.PCG64(seed))
-        self.pending: list[int] = []
-
-    def next_indices(self, n: int) -> list[int]:
-        """The next ``n`` sample indices (new shuffled epochs as needed)."""
-        out: list[int] = []
-        while len(out) < n:
-            if not self.pending:
-                self.pending = [int(i) for i in self.rng.permutation(len(self.dataset))]
-            take = min(n - len(out), len(self.pending))
-            out += self.pending[:take]
-            self.pending = self.pending[take:]
-        return out
-
-    def draw(self, n: int, shape: tuple[int, int]) -> list[Crop]:
-        """Indices and augmentations of the next ``n`` samples."""
-        return [
-            draw_crop(self.dataset.samples[i], i, shape, self.rng) for i in self.next_indices(n)
-        ]
-
-    def state_dict(self) -> dict[str, Any]:
-        """Generator state and the remaining indices of the current epoch."""
-        return {"rng": self.rng.bit_generator.state, "pending": list(self.pending)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue exactly where :meth:`state_dict` was taken."""
-        self.rng.bit_generator.state = state["rng"]
-        self.pending = [int(i) for i in state["pending"]]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -23,11 +24,6 @@ class DistributedContext:
     world_size: int
     local_rank: int
     backend: str
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0: the process that writes checkpoints, CSV files and reports."""
-        return self.rank == 0
 
 
 def launched_distributed() -> bool:
@@ -57,11 +53,9 @@ def init_distributed(device: torch.device) -> DistributedContext | None:
 def shutdown_distributed() -> None:
     """Leave the process group after a run that finished on every rank.
 
-    All ranks meet at a barrier first: a rank that tore gloo down while another was still
-    in its last collective aborted with "terminate called without an active exception"
-    (3 of 21 runs of the two-process test without the barrier, 0 of 15 with it).
-    Call it only after a successful run; after an error on one rank the barrier would wait
-    for ever.
+    All ranks meet at a barrier first: a rank that tears gloo down while another is still
+    in its last collective aborts the other. Call it only after a successful run; after an
+    error on one rank the barrier would wait for ever.
     """
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -74,8 +68,23 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
         dist.broadcast(buf.data, src)
 
 
-def all_reduce_mean(value: float, device: torch.device) -> float:
-    """Mean of a Python float over ranks (for reported losses)."""
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t.item()) / dist.get_world_size()
+def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over all ranks (in place; a CPU tensor works with gloo)."""
+    dist.all_reduce(values)
+    values /= dist.get_world_size()
+    return values
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any rank."""
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def data_parallel(net: nn.Module, device: torch.device) -> nn.Module:
+    """``net`` wrapped for data-parallel training on ``device``."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(net, device_ids=ids)

@@ -1,0 +1,31 @@
+# The core's public names: this stub is their one list. Type checkers read it, and
+# __init__.py builds the lazy __getattr__, __dir__ and __all__ from it (lazy_loader).
+from .checkpoints import Bundle as Bundle
+from .checkpoints import convert_original as convert_original
+from .checkpoints import load_model as load_model
+from .checkpoints import load_original_checkpoint as load_original_checkpoint
+from .checkpoints import read_bundle as read_bundle
+from .checkpoints import save_bundle as save_bundle
+from .config import PRESET_NAMES as PRESET_NAMES
+from .config import PRESETS as PRESETS
+from .config import ModelConfig as ModelConfig
+from .config import NormalizationSpec as NormalizationSpec
+from .config import preset_config as preset_config
+from .device import resolve_device as resolve_device
+from .errors import AmbiguousPresetError as AmbiguousPresetError
+from .errors import ArchitectureChangeError as ArchitectureChangeError
+from .errors import ArchitectureMismatchError as ArchitectureMismatchError
+from .errors import ConfigError as ConfigError
+from .errors import InputError as InputError
+from .errors import ModelLoadError as ModelLoadError
+from .errors import TaganError as TaganError
+from .errors import UnknownPresetError as UnknownPresetError
+from .model import Provenance as Provenance
+from .model import TAGANModel as TAGANModel
+from .normalization import NormStats as NormStats
+from .normalization import compute_stats as compute_stats
+from .normalization import denormalize as denormalize
+from .normalization import legacy8 as legacy8
+from .normalization import normalize as normalize
+from .prediction import PredictionResult as PredictionResult
+from .prediction import predict as predict
