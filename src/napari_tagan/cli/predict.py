@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from . import guide
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
     p = sub.add_parser(
@@ -58,6 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
     from .distributed import add_arguments
 
     add_arguments(p)
+    guide.add_region_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -166,10 +169,11 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
         args.model, epoch=args.epoch, preset=args.preset, progress=not args.no_progress
     )
     sources, layouts = _open_inputs(paths, model.config.image_channels)
+    live = guide.region_options(args, model, sources)
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     for source, layout in zip(sources, layouts, strict=True):
-        result = _predict_one(model, source, layout, options, args)
+        result = _predict_one(model, source, layout, options, args, live)
         _write_results(out_dir, source, layout, result)
     print(f"wrote results for {len(sources)} image(s) to {out_dir}")
     return 0
@@ -190,7 +194,12 @@ def _open_inputs(paths: list[Path], channels: int) -> tuple[list[Any], list[str]
 
 
 def _predict_one(
-    model: Any, source: Any, layout: str, options: Any, args: argparse.Namespace
+    model: Any,
+    source: Any,
+    layout: str,
+    options: Any,
+    args: argparse.Namespace,
+    live: dict[str, Any] | None = None,
 ) -> Any:
     """One input through the model, with a progress bar; errors name the input."""
     from tqdm import tqdm
@@ -221,6 +230,7 @@ def _predict_one(
             axes=layout,
             options=options,
             progress=progress,
+            **(live or {}),
         )
     except InputError as exc:
         raise InputError(f"{source.path}: {exc}") from None
