@@ -31,3 +31,4 @@ from .prediction import PredictionResult as PredictionResult
 from .prediction import RunOptions as RunOptions
 from .prediction import predict as predict
 from .prediction import segment as segment
+from .guide import propose_regions as propose_regions
