@@ -23,7 +23,7 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from .io import atomic_output
 from .model import Provenance, TAGANModel
 from .networks import ARCH_STRIDE
 from .tiling import default_halo, round_up
+
+if TYPE_CHECKING:
+    from .simulate import Structure
 
 TAGAN_DOI = "10.1038/s42256-023-00689-3"
 TAGAN_CITATION = (
@@ -72,6 +75,7 @@ def two_output_network(model: TAGANModel) -> TwoOutputTAGAN:
     net = TwoOutputTAGAN(json.loads(model.config.model_dump_json()))
     net.generator.load_state_dict(model.generator.state_dict())
     if model.segmenter is not None:
+        assert net.segmenter is not None  # built from the same config
         net.segmenter.load_state_dict(model.segmenter.state_dict())
     return net.float().cpu().eval()
 
@@ -149,7 +153,11 @@ def simulated_input(config: ModelConfig, side: int, seed: int = 0) -> np.ndarray
     """A simulated confocal image (1, input_nc, side, side), integer photon counts."""
     from .simulate import simulate
 
-    structure = {"saureus": "saureus", "dendrites": "dendrites", "synprot": "nanodomains"}
+    structure: dict[str, Structure] = {
+        "saureus": "saureus",
+        "dendrites": "dendrites",
+        "synprot": "nanodomains",
+    }
     sample = simulate(structure.get(config.preset, "axons"), (side, side), seed=seed)
     plane = np.round(np.clip(sample.confocal, 0, None)).astype(np.float32)
     return np.repeat(plane[None, None], config.input_nc, axis=1)
@@ -265,7 +273,10 @@ def _write_weights(net: TwoOutputTAGAN, example: torch.Tensor, folder: Path) -> 
     return files
 
 
-def _write_tensors(model: TAGANModel, net: TwoOutputTAGAN, folder: Path, side: int) -> dict:
+def _write_tensors(
+    model: TAGANModel, net: TwoOutputTAGAN, folder: Path, side: int
+) -> tuple[dict[str, Path], torch.Tensor]:
+    """The test tensors and cover written to ``folder``, and the network's example input."""
     config = model.config
     raw = simulated_input(config, side)
     x = torch.from_numpy(_numpy_preprocess(raw, config.normalization))
@@ -279,8 +290,7 @@ def _write_tensors(model: TAGANModel, net: TwoOutputTAGAN, folder: Path, side: i
         np.save(files[_SEG], outs[1].astype(np.float32))
     files["cover"] = folder / "cover.png"
     _cover(raw, outs[0], files["cover"])
-    files["example"] = x
-    return files
+    return files, x
 
 
 def export_bioimageio(
@@ -311,8 +321,8 @@ def export_bioimageio(
     with tempfile.TemporaryDirectory(prefix="tagan-bioimageio-") as tmp:
         folder = Path(tmp)
         side = round_up(2 * halo + 2 * stride, stride)
-        files = _write_tensors(model, net, folder, side)
-        weights = _write_weights(net, files.pop("example"), folder)
+        files, example = _write_tensors(model, net, folder, side)
+        weights = _write_weights(net, example, folder)
         inputs, outputs = _tensor_descrs(config, files, halo)
         doc = folder / "README.md"
         doc.write_text(_readme(config, name, __version__, halo, stride), encoding="utf-8")

@@ -19,12 +19,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InputError
 from .tiling import Tile, round_up, tile_plan
+
+if TYPE_CHECKING:
+    import zarr
 
 DEFAULT_BLOCK = 1024
 _MODELS: dict[str, Any] = {}  # per worker process: model path → loaded model
@@ -89,17 +92,31 @@ def predict_block(job: BlockJob) -> dict[str, Any]:
         return {"pid": os.getpid(), "pixels": 0}  # a core wholly in the padding
     source = zarr.open_array(job.image, mode="r")
     lead = (slice(None),) * (source.ndim - 2)
-    window = np.asarray(source[(*lead, wy, wx)])
+    # indices bound first: mypy reads x[(*a, b)] as Python 3.11's x[*a, b]
+    at_window, at_core = (*lead, wy, wx), (*lead, cy, cx)
+    window = np.asarray(source[at_window])
     result = predict(model, window, axes=job.axes, tile=10**6, backend=job.backend)
     inner = (
         slice(cy.start - wy.start, cy.stop - wy.start),
         slice(cx.start - wx.start, cx.stop - wx.start),
     )
     out = zarr.open_group(job.output, mode="r+")
-    out["sted"][(*lead, cy, cx)] = result.synthetic_sted[(*lead, *inner)]
+    from_core = (*lead, *inner)
+    _array(out, "sted")[at_core] = result.synthetic_sted[from_core]
     if result.segmentation is not None:
-        out["seg"][(slice(None), cy, cx)] = result.segmentation[(slice(None), *inner)]
+        seg_core = (slice(None), *inner)
+        _array(out, "seg")[(slice(None), cy, cx)] = result.segmentation[seg_core]
     return {"pid": os.getpid(), "pixels": (cy.stop - cy.start) * (cx.stop - cx.start)}
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of an output group made by :func:`_prepare_output`."""
+    import zarr
+
+    array = group[name]
+    if not isinstance(array, zarr.Array):
+        raise InputError(f"output {name!r} is not a zarr array: choose a new output")
+    return array
 
 
 def _prepare_output(model: Any, source: Any, output: Path, block: int) -> None:
@@ -147,7 +164,7 @@ def predict_zarr_distributed(
     source = zarr.open_array(str(image), mode="r")
     if source.ndim not in (2, 3):
         raise InputError(f"{image}: expected a YX or CYX zarr array, got shape {source.shape}")
-    shape = tuple(int(s) for s in source.shape[-2:])
+    shape = (int(source.shape[-2]), int(source.shape[-1]))
     block = round_up(block, 4)
     _prepare_output(model, source, Path(output), block)
     jobs = [

@@ -250,7 +250,7 @@ def _graded(plane: np.ndarray) -> bool:
     """Mostly 0, with a few grey values (the synprot spots masks)."""
     values = np.unique(plane)
     zero = np.count_nonzero(plane == 0) / max(plane.size, 1)
-    return values[0] == 0 and values.size <= GRADED_MAX_VALUES and zero >= 0.5
+    return bool(values[0] == 0 and values.size <= GRADED_MAX_VALUES and zero >= 0.5)
 
 
 def _fits(data: np.ndarray, layout: FileLayout) -> bool:

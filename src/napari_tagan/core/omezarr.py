@@ -14,16 +14,20 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InputError
 
+if TYPE_CHECKING:
+    from ngff_zarr import SupportedDims
+
 MIN_LEVEL_SIDE = 64
-_DIMS = {"Z": "z", "T": "t", "C": "c", "Y": "y", "X": "x"}
+_DIMS: dict[str, SupportedDims] = {"Z": "z", "T": "t", "C": "c", "Y": "y", "X": "x"}
 
 
 @dataclass
@@ -64,7 +68,7 @@ def write_omezarr(
     if len(axes) != np.ndim(array) or set(axes) - set(_DIMS):
         raise InputError(f"axes {axes!r} do not describe an array of shape {np.shape(array)}")
     dims = [_DIMS[a] for a in axes]
-    scale = {d: 1.0 for d in dims}
+    scale: dict[Hashable, float] = {d: 1.0 for d in dims}
     units = None
     if pixel_size and len(pixel_size) >= 2 and min(pixel_size[-2:]) > 0:
         scale["y"], scale["x"] = float(pixel_size[-2]), float(pixel_size[-1])
@@ -114,7 +118,9 @@ def read_omezarr(path: str | os.PathLike[str]) -> OmeZarrImage:
     pixel = None
     if first.axes_units and first.axes_units.get("x") == "micrometer":
         pixel = (float(first.scale["y"]), float(first.scale["x"]))
-    attrs = dict(zarr.open_group(str(p), mode="r").attrs).get("napari_tagan", {})
+    attrs = dict(zarr.open_group(str(p), mode="r").attrs).get("napari_tagan")
+    if not isinstance(attrs, dict):  # absent, or not ours: no provenance
+        attrs = {}
     return OmeZarrImage([im.data for im in ms.images], axes, pixel, ms.metadata.name, attrs)
 
 

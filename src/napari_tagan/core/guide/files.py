@@ -139,7 +139,8 @@ def _region(
         k: _number(row, k, where) if row.get(k) not in (None, "") else 0.0 for k in SCORE_KEYS
     }
     calls = [(f"present_{c}", f"confidence_{c}") for c in class_names]
-    present = confidence = ()
+    present: tuple[bool, ...] = ()
+    confidence: tuple[float, ...] = ()
     if calls and all(row.get(p) not in (None, "") for p, _ in calls):
         present = tuple(bool(_number(row, p, where)) for p, _ in calls)
         confidence = tuple(_number(row, c, where) for _, c in calls)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -55,8 +55,12 @@ class Region:
         return any(c < below for c in self.confidence)
 
 
-def _pair(value: float | Sequence[float], what: str, *, positive: bool) -> tuple[float, float]:
-    items = [value, value] if np.ndim(value) == 0 else list(value)  # type: ignore[list-item]
+def um_pair(value: float | Sequence[float], what: str, *, positive: bool) -> tuple[float, float]:
+    """One number or (y, x), in µm, as a checked (y, x) pair of floats."""
+    # np.ndim, not isinstance: numpy scalars and 0-d arrays count as one number
+    items: list[Any] = (
+        [value, value] if np.ndim(value) == 0 else list(cast("Iterable[float]", value))
+    )
     if len(items) != 2:
         raise InputError(f"{what} must be one number or (y, x), got {value!r}")
     try:
@@ -82,9 +86,9 @@ class RegionSet:
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "pixel_size_um", _pair(self.pixel_size_um, "pixel size", positive=True)
+            self, "pixel_size_um", um_pair(self.pixel_size_um, "pixel size", positive=True)
         )
-        object.__setattr__(self, "origin_um", _pair(self.origin_um, "origin", positive=False))
+        object.__setattr__(self, "origin_um", um_pair(self.origin_um, "origin", positive=False))
         h, w = (int(s) for s in self.image_shape)
         if h < 1 or w < 1:
             raise InputError(f"image shape must be positive, got {self.image_shape}")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .regions import Region, RegionSet
+from .regions import Region, RegionSet, um_pair
 
 #: A class is "present" in a region for one generation when at least this fraction of the
 #: region's pixels is segmented as that class.
@@ -56,7 +56,8 @@ def sample_generations(
 
     if isinstance(generations, bool) or int(generations) < 2:
         raise InputError(f"generations must be ≥ 2 to measure disagreement, got {generations}")
-    sum1 = sum2 = None
+    sum1: np.ndarray | None = None
+    sum2: np.ndarray | None = None
     masks: list[np.ndarray] = []
     names: tuple[str, ...] = ()
     for g in range(int(generations)):
@@ -71,6 +72,7 @@ def sample_generations(
         if progress is not None:
             progress(g + 1, int(generations))
     total = int(generations)
+    assert sum1 is not None and sum2 is not None  # generations ≥ 2 ran above
     mean = sum1 / total
     var = np.maximum(sum2 / total - mean**2, 0.0)
     return Generations(
@@ -187,7 +189,8 @@ def block_pixels(block_um: float, pixel_size_um: tuple[float, float]) -> tuple[i
         raise InputError(f"block size must be a positive number of µm, got {block_um!r}")
     if not math.isfinite(block_um):
         raise InputError(f"block size must be finite, got {block_um}")
-    return tuple(max(1, round(block_um / p)) for p in pixel_size_um)  # type: ignore[return-value]
+    py, px = pixel_size_um
+    return max(1, round(block_um / py)), max(1, round(block_um / px))
 
 
 def select_regions(
@@ -259,7 +262,8 @@ def propose_regions(
     """
     if pixel_size_um is None:
         raise InputError("the image has no pixel size: give pixel_size_um (µm per pixel)")
-    geometry = RegionSet((), (1, 1), pixel_size_um, origin_um)  # validates both
+    pixel = um_pair(pixel_size_um, "pixel size", positive=True)
+    geometry = RegionSet((), (1, 1), pixel, um_pair(origin_um, "origin", positive=False))
     block = block_pixels(block_um, geometry.pixel_size_um)
     summary = sample_generations(
         model, image, generations=generations, seed=seed, progress=progress, **predict_options

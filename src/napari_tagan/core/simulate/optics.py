@@ -26,8 +26,8 @@ class Canvas:
     @classmethod
     def for_field(cls, field_shape: tuple[int, int], pixel_nm: float) -> Canvas:
         pad = math.ceil(GEOMETRY_PAD_NM / pixel_nm) + 2
-        canvas = tuple(n + 2 * pad for n in field_shape)
-        return cls(canvas, (pad, pad), field_shape, float(pixel_nm))
+        ny, nx = field_shape
+        return cls((ny + 2 * pad, nx + 2 * pad), (pad, pad), field_shape, float(pixel_nm))
 
     def for_imaging(self, params: ImagingParams) -> Canvas:
         """Canvas wide enough for the widest PSF, with the field aligned to confocal bins."""
@@ -35,8 +35,8 @@ class Canvas:
         widest = max(params.confocal_fwhm_nm, params.sted_fwhm_nm)
         pad = max(self.offset[0], math.ceil(4.0 * params.sigma_px(widest)) + 2)
         pad = -(-pad // binning) * binning
-        shape = tuple(-(-(n + 2 * pad) // binning) * binning for n in self.field_shape)
-        return Canvas(shape, (pad, pad), self.field_shape, self.pixel_nm)
+        ny, nx = (-(-(n + 2 * pad) // binning) * binning for n in self.field_shape)
+        return Canvas((ny, nx), (pad, pad), self.field_shape, self.pixel_nm)
 
     def embed(self, array: np.ndarray, into: Canvas) -> np.ndarray:
         """Zero-pad ``array`` (drawn on this canvas) to the larger canvas ``into``."""
@@ -49,7 +49,8 @@ class Canvas:
 
     @property
     def crop(self) -> tuple[slice, slice]:
-        return tuple(slice(o, o + n) for o, n in zip(self.offset, self.field_shape, strict=True))
+        (oy, ox), (ny, nx) = self.offset, self.field_shape
+        return slice(oy, oy + ny), slice(ox, ox + nx)
 
     def random_point(self, rng: np.random.Generator, margin_px: float = 0.0) -> np.ndarray:
         """Uniform point inside the field of view (canvas coordinates)."""
@@ -81,7 +82,8 @@ def acquire(
     crop = canvas.crop
     if binning > 1:
         blurred = bin_image(blurred, binning)
-        crop = tuple(slice(s.start // binning, -(-s.stop // binning)) for s in crop)
+        sy, sx = (slice(s.start // binning, -(-s.stop // binning)) for s in crop)
+        crop = (sy, sx)
     peak = float(blurred[crop].max())
     scale = photons / peak if peak > 0 else 0.0
     return blurred * scale + background

@@ -143,7 +143,8 @@ def simulate(
     crop, binning = optics.crop, params.confocal_binning
     truth = density[canvas.crop]
     peak = float(truth.max())
-    field_masks = np.ascontiguousarray(masks[(slice(None), *canvas.crop)])
+    masks_crop = (slice(None), *canvas.crop)  # bound first: mypy reads x[(*a,)] as 3.11 x[*a]
+    field_masks = np.ascontiguousarray(masks[masks_crop])
     return SimulatedSample(
         confocal=unbin_image(confocal, binning)[crop].astype(np.float32),
         sted=sted[crop].astype(np.float32),
