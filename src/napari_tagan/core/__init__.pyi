@@ -20,6 +20,7 @@ from .errors import InputError as InputError
 from .errors import ModelLoadError as ModelLoadError
 from .errors import TaganError as TaganError
 from .errors import UnknownPresetError as UnknownPresetError
+from .guide import propose_regions as propose_regions
 from .model import Provenance as Provenance
 from .model import TAGANModel as TAGANModel
 from .normalization import NormStats as NormStats
@@ -31,4 +32,3 @@ from .prediction import PredictionResult as PredictionResult
 from .prediction import RunOptions as RunOptions
 from .prediction import predict as predict
 from .prediction import segment as segment
-from .guide import propose_regions as propose_regions
