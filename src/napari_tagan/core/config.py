@@ -330,6 +330,11 @@ PRESETS: dict[str, ModelConfig] = {
         seg_thresholds=(-0.86, -0.92),
         freeze_segmenter=True,
         lambda_seg=1.0,
+        # the original's options: batch 1 on whole images, 100 + 100 epochs
+        batch_size=1,
+        crop_size=0,
+        niter=100,
+        niter_decay=100,
     ),
     "generic": _preset(
         _AXONS,

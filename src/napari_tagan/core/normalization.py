@@ -127,6 +127,20 @@ def normalize(
     return out.astype(np.float32, copy=False), stats
 
 
+def stretch_channels(array: np.ndarray, out_range: tuple[float, float]) -> np.ndarray:
+    """Each channel of a (C, Y, X) array min-max stretched to ``out_range`` (float32).
+
+    The synprot training crops: the original stretches each channel of each *crop* after
+    cropping. A constant channel maps to the low end (the original divides by zero there).
+    """
+    x = np.asarray(array, np.float32)
+    lo = x.min(axis=(1, 2), keepdims=True)
+    span = x.max(axis=(1, 2), keepdims=True) - lo
+    a, b = (np.float32(v) for v in out_range)
+    safe = np.where(span > 0, span, np.float32(1.0))
+    return ((x - lo) / safe * (b - a) + a).astype(np.float32, copy=False)
+
+
 def denormalize(y: np.ndarray, spec: NormalizationSpec, stats: NormStats) -> np.ndarray:
     """Inverse of :func:`normalize` for a (C, Y, X) network output (float32).
 
