@@ -58,6 +58,10 @@ class NormalizationSpec(BaseModel):
         to the ends of ``out_range`` (not clipped; the default for new models).
     out_range
         The network's input/output range: (-1, 1) for every preset but S. aureus (0, 1).
+    regions
+        Where prediction takes its statistics: ``image`` (the whole image) or ``halves``
+        (the top and bottom half each its own, as the original's ``--preprocess
+        tophalf``/``bottomhalf`` runs for synprot checkpoints). Training ignores it.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
@@ -66,6 +70,7 @@ class NormalizationSpec(BaseModel):
     p_low: float = Field(1.0, ge=0.0, lt=100.0)
     p_high: float = Field(99.8, gt=0.0, le=100.0)
     out_range: tuple[float, float] = (-1.0, 1.0)
+    regions: Literal["image", "halves"] = "image"
 
     @model_validator(mode="after")
     def _check(self) -> NormalizationSpec:

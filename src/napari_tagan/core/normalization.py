@@ -175,3 +175,108 @@ def target_to_probability(y: np.ndarray, mask_range: tuple[float, float]) -> np.
     """Map S's Tanh output back to a per-pixel probability in [0, 1]."""
     lo, hi = mask_range
     return np.clip((np.asarray(y, np.float32) - lo) / np.float32(hi - lo), 0.0, 1.0)
+
+
+# --- per-region statistics (the original's top/bottom halves) --------------------------
+
+
+@dataclass(frozen=True)
+class RegionStats:
+    """Statistics per band of rows: ``rows[i] = (start, stop)`` uses ``stats[i]``."""
+
+    rows: tuple[tuple[int, int], ...]
+    stats: tuple[NormStats, ...]
+
+
+def region_rows(height: int, regions: str) -> tuple[tuple[int, int], ...]:
+    """The row bands of ``regions``: the whole image, or its top and bottom halves.
+
+    The original's ``tophalf`` is rows ``[0, h // 2)`` and ``bottomhalf`` rows
+    ``[h // 2, 2 * (h // 2))``; for an odd height its last row belongs to no half, here
+    to the bottom one.
+    """
+    if regions == "image" or height < 2:
+        return ((0, height),)
+    if regions == "halves":
+        return ((0, height // 2), (height // 2, height))
+    raise ValueError(f"unknown regions {regions!r}; expected 'image' or 'halves'")
+
+
+def compute_region_stats(image: Any, spec: NormalizationSpec) -> RegionStats:
+    """:func:`compute_stats` of each of ``spec.regions``' bands of a (C, Y, X) image.
+
+    Computed once from the whole of each band, so a tile normalized with
+    :func:`normalize_rows` gets exactly the values of the whole image.
+    """
+    rows = region_rows(int(image.shape[-2]), spec.regions)
+    return RegionStats(rows, tuple(compute_stats(image[:, a:b], spec) for a, b in rows))
+
+
+def _by_rows(piece: np.ndarray, regions: RegionStats, y0: int, fn: Any) -> np.ndarray:
+    """``fn(band, stats)`` on each part of ``piece`` (rows ``y0..``) within one band."""
+    out = np.empty(piece.shape, np.float32)
+    for (a, b), stats in zip(regions.rows, regions.stats, strict=True):
+        lo, hi = max(a - y0, 0), min(b - y0, piece.shape[-2])
+        if lo < hi:
+            out[..., lo:hi, :] = fn(piece[..., lo:hi, :], stats)
+    return out
+
+
+def normalize_rows(
+    piece: np.ndarray, spec: NormalizationSpec, regions: RegionStats, y0: int = 0
+) -> np.ndarray:
+    """Normalize a (C, Y, X) ``piece`` whose first row is row ``y0`` of the whole image."""
+    return _by_rows(piece, regions, y0, lambda band, st: normalize(band, spec, st)[0])
+
+
+def denormalize_rows(
+    y: np.ndarray, spec: NormalizationSpec, regions: RegionStats, y0: int = 0
+) -> np.ndarray:
+    """Inverse of :func:`normalize_rows`."""
+    return _by_rows(y, regions, y0, lambda band, st: denormalize(band, spec, st))
+
+
+# --- the original live test input ------------------------------------------------------
+
+#: Side of the block the original live test input gives G as its STED region (pixels).
+ORIGINAL_LIVE_TEST_BLOCK = 100
+
+
+def original_live_input(confocal: np.ndarray, sted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Confocal and STED (Y, X) as the original live test loader makes them, in [-1, 1].
+
+    Both are scaled by the *confocal's* min/max × 255, then 8-bit converted (clip,
+    truncate), /255 and mapped to [-1, 1] (``data/live_test_dataset.py``).
+    """
+    c = np.asarray(confocal, np.float64)
+    lo, span = c.min(), c.max() - c.min()
+    span = span if span > 0 else 1.0
+
+    def eight_bit(x: np.ndarray) -> np.ndarray:
+        scaled = (np.asarray(x, np.float64) - lo) / span * 255.0
+        return (legacy8(scaled) / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5)
+
+    return eight_bit(c), eight_bit(sted)
+
+
+def original_live_region(
+    sted_net: np.ndarray, block: int = ORIGINAL_LIVE_TEST_BLOCK
+) -> np.ndarray:
+    """The original live test region: the brightest ``block``-px block of the STED (bool).
+
+    ``sted_net`` is the STED in network units (:func:`original_live_input`). Blocks are
+    means over ``block`` × ``block`` pixels, the edge blocks padded with 0 (skimage's
+    ``block_reduce``); the map of blocks is stretched back to the image by a nearest
+    resize, so edge blocks are not exactly ``block`` pixels wide, as in the original.
+    Where the brightest value is shared, the first block is taken (the original takes
+    none).
+    """
+    h, w = sted_net.shape
+    ny, nx = -(-h // block), -(-w // block)
+    padded = np.zeros((ny * block, nx * block), np.float64)
+    padded[:h, :w] = sted_net
+    means = padded.reshape(ny, block, nx, block).mean(axis=(1, 3))
+    by, bx = divmod(int(np.argmax(means)), nx)
+    rows = np.floor((np.arange(h) + 0.5) * ny / h).astype(int) == by
+    cols = np.floor((np.arange(w) + 0.5) * nx / w).astype(int) == bx
+    return rows[:, None] & cols[None, :]
