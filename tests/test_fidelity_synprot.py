@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_tagan.core import preset_config
+from napari_tagan.core import predict, preset_config
 from napari_tagan.core.normalization import ClippingWarning
 from napari_tagan.core.training import dataset_from_folder
 from napari_tagan.core.training.batches import Crop, make_batch
+
+from conftest import tiny_model
 
 
 def _graded_stack(rng: np.random.Generator, size: int = 96) -> np.ndarray:
@@ -66,3 +68,22 @@ def test_synprot_crops_and_graded_targets_match_the_original(tmp_path):
     # the crop is stretched on its own: both ends reached in every channel
     assert np.allclose(batch.g_input[0].min(axis=(1, 2)), -1)
     assert np.allclose(batch.g_input[0].max(axis=(1, 2)), 1)
+
+
+def test_halves_statistics_keep_tiled_prediction_exact():
+    halves = {"kind": "legacy8_minmax", "regions": "halves"}
+    model = tiny_model("synprot", normalization=halves).eval()
+    rng = np.random.default_rng(8)
+    image = rng.gamma(2.0, 30.0, (2, 70, 44)).astype(np.float32)
+    image[:, :35] *= 0.3  # a dim top half: per-half statistics change its contrast 3×
+    image = np.minimum(image, 255)
+    whole = predict(model, image, backend="eager")
+    tiled = predict(model, image, tile=24, backend="eager")
+    span = np.ptp(np.trunc(image), axis=(1, 2)).max()
+    assert np.abs(tiled.synthetic_sted - whole.synthetic_sted).max() <= 1e-4 * span
+    stats = whole.metadata["normalization_stats"]
+    assert stats["rows"] == [[0, 35], [35, 70]]
+    plain = tiny_model("synprot").eval()
+    assert plain.config.normalization.regions == "image"
+    other = predict(plain, image, backend="eager")
+    assert np.abs(other.synthetic_sted - whole.synthetic_sted)[:, :35].max() > 1e-2 * span

@@ -187,6 +187,17 @@ class RegionStats:
     rows: tuple[tuple[int, int], ...]
     stats: tuple[NormStats, ...]
 
+    @property
+    def finite(self) -> bool:
+        """Every band's statistics are finite numbers."""
+        return all(np.isfinite(st.lo + st.hi).all() for st in self.stats)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form: :meth:`NormStats.to_dict` for one band, else rows and stats."""
+        if len(self.stats) == 1:
+            return self.stats[0].to_dict()
+        return {"rows": [list(r) for r in self.rows], "stats": [s.to_dict() for s in self.stats]}
+
 
 def region_rows(height: int, regions: str) -> tuple[tuple[int, int], ...]:
     """The row bands of ``regions``: the whole image, or its top and bottom halves.
@@ -213,10 +224,17 @@ def compute_region_stats(image: Any, spec: NormalizationSpec) -> RegionStats:
 
 
 def _by_rows(piece: np.ndarray, regions: RegionStats, y0: int, fn: Any) -> np.ndarray:
-    """``fn(band, stats)`` on each part of ``piece`` (rows ``y0..``) within one band."""
+    """``fn(band, stats)`` on each part of ``piece`` (rows ``y0..``) within one band.
+
+    Rows past the image (bottom padding) belong to the last band.
+    """
+    if len(regions.stats) == 1:
+        return fn(piece, regions.stats[0])
     out = np.empty(piece.shape, np.float32)
-    for (a, b), stats in zip(regions.rows, regions.stats, strict=True):
-        lo, hi = max(a - y0, 0), min(b - y0, piece.shape[-2])
+    last = len(regions.rows) - 1
+    for i, ((a, b), stats) in enumerate(zip(regions.rows, regions.stats, strict=True)):
+        lo = max(a - y0, 0)
+        hi = piece.shape[-2] if i == last else min(b - y0, piece.shape[-2])
         if lo < hi:
             out[..., lo:hi, :] = fn(piece[..., lo:hi, :], stats)
     return out

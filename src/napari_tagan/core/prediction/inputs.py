@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InputError
-from ..normalization import NormStats, compute_stats, normalize
+from ..normalization import RegionStats, compute_region_stats, normalize, normalize_rows
 from ..tiling import read_window
 
 if TYPE_CHECKING:
@@ -135,8 +135,11 @@ def plane_reader(
     sted: np.ndarray | None = None,
     sted_mask: np.ndarray | None = None,
     regions: bool = True,
-) -> tuple[WindowReader, NormStats]:
+) -> tuple[WindowReader, RegionStats]:
     """Whole-plane statistics of (C, Y, X) ``chw`` and a reader of its normalized windows.
+
+    The statistics are the whole plane's, or with ``normalization.regions="halves"`` each
+    half's, computed once, so every window is normalized as in the whole image.
 
     Windows are in the ``padded`` frame (bottom/right padding as the whole-image forward
     pads: reflected, or replicated for images smaller than the padding). ``regions``:
@@ -147,8 +150,8 @@ def plane_reader(
     lazy = not isinstance(chw, np.ndarray)
     if not lazy:
         check_finite(chw)
-    stats = compute_stats(chw, cfg.normalization)
-    if lazy and not all(np.isfinite(stats.lo + stats.hi)):
+    stats = compute_region_stats(chw, cfg.normalization)
+    if lazy and not stats.finite:
         raise InputError("image holds NaN or infinite pixel(s); fix or mask them first")
     ph, pw = padded[0] - h, padded[1] - w
     pad_mode = "reflect" if ph < h and pw < w else "replicate"
@@ -160,7 +163,7 @@ def plane_reader(
         raw = read_window(chw, window, (h, w), pad_mode)
         if lazy:
             check_finite(raw)
-        x, _ = normalize(raw, cfg.normalization, stats)
+        x = normalize_rows(raw, cfg.normalization, stats, y0=window[0])
         if extra is not None:
             x = np.concatenate([x, read_window(extra, window, (h, w), pad_mode)], 0)
         return x
