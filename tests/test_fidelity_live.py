@@ -148,3 +148,34 @@ def test_cli_refuses_live_training_without_a_segmenter(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--segmenter PATH" in lines[0], proc.stderr
+
+
+def test_original_live_checkpoints_get_the_original_test_input():
+    """``minmax8`` (what an original live checkpoint loads with): STED on the confocal's
+    min/max, 8-bit, in the brightest 100-px block; models trained here: the STED on its
+    own min/max, everywhere without a mask."""
+    from napari_tagan.core.normalization import NormalizationSpec, normalize
+    from napari_tagan.core.prediction.inputs import sted_region_channels
+
+    rng = np.random.default_rng(2)
+    conf = rng.gamma(2.0, 100.0, (210, 150)).astype(np.float32)
+    sted = conf * 1.5 + rng.gamma(1.0, 30.0, conf.shape).astype(np.float32)
+    sted[120:180, 110:140] += 2000
+    cfg = preset_config("live", ngf=4, nsf=4, ndf=4, normalization={"kind": "minmax8"})
+    model = TAGANModel.from_config(cfg)
+    _, conf_stats = normalize(conf[None], cfg.normalization)
+    extra = sted_region_channels(model, conf.shape, sted, None, conf_stats)
+    span = conf.max() - conf.min()
+    eight = np.trunc(np.clip((sted - conf.min()) / span * 255, 0, 255))
+    inside = extra[1] == 1
+    # one block, stretched back by the nearest resize: 3 × 2 blocks over 210 × 150 pixels
+    rows, cols = np.nonzero(inside)
+    box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    assert inside.sum() == box == 70 * 75
+    np.testing.assert_allclose(extra[0][inside], (eight / 255 * 2 - 1)[inside], atol=1e-6)
+    assert (extra[0][~inside] == -1).all() and (extra[1][~inside] == -1).all()
+    ours = TAGANModel.from_config(preset_config("live", ngf=4, nsf=4, ndf=4))
+    mine = sted_region_channels(ours, conf.shape, sted, None)
+    own, _ = normalize(sted[None], NormalizationSpec(kind="minmax"))
+    assert (mine[1] == 1).all()
+    np.testing.assert_array_equal(mine[0], own[0])

@@ -33,7 +33,7 @@ GeneratorName = Literal["resnet_9blocks", "resnet_6blocks", "unet_128", "unet_25
 SegmenterName = Literal["resnet_6blocks", "unet_128", "unet_32"]
 DiscriminatorName = Literal["basic", "n_layers", "pixel"]
 InitName = Literal["normal", "xavier", "kaiming", "orthogonal"]
-NormalizationKind = Literal["legacy8", "legacy8_minmax", "minmax", "percentile"]
+NormalizationKind = Literal["legacy8", "legacy8_minmax", "minmax", "minmax8", "percentile"]
 GanMode = Literal["vanilla", "lsgan", "wgangp"]
 
 #: The ``json_schema_extra`` mark of a field that decides the networks' layout.
@@ -54,6 +54,9 @@ class NormalizationSpec(BaseModel):
         ``legacy8_minmax``: ``legacy8``, then each channel min-max rescaled to
         ``out_range`` (synprot).
         ``minmax``: each image and channel min-max scaled to ``out_range``.
+        ``minmax8``: each image and channel min-max scaled to 0-255, 8-bit converted (clip,
+        truncate), then to ``out_range``; the live preset's STED regions take the
+        confocal's min/max (the original live test input; original live checkpoints).
         ``percentile``: each image and channel's ``p_low`` / ``p_high`` percentiles mapped
         to the ends of ``out_range`` (not clipped; the default for new models).
     out_range

@@ -85,7 +85,7 @@ def _channel_range(channel: Any, spec: NormalizationSpec) -> tuple[float, float]
             return 0.0, 255.0
         lo, hi = _reduce(channel, "min"), _reduce(channel, "max")
         return float(legacy8(np.float32(lo))), float(legacy8(np.float32(hi)))
-    if spec.kind == "minmax":
+    if spec.kind in ("minmax", "minmax8"):
         return _reduce(channel, "min"), _reduce(channel, "max")
     lo, hi = np.percentile(_subsample(channel), [spec.p_low, spec.p_high])
     return float(lo), float(hi)
@@ -119,12 +119,22 @@ def normalize(
     the whole.
     """
     stats = compute_stats(image, spec) if stats is None else stats
-    x = legacy8(image) if spec.kind.startswith("legacy8") else np.asarray(image, np.float32)
     a, b = spec.out_range
+    if spec.kind == "minmax8":
+        return _minmax8(image, stats, a, b), stats
+    x = legacy8(image) if spec.kind.startswith("legacy8") else np.asarray(image, np.float32)
     lo = np.asarray(stats.lo, np.float32)[:, None, None]
     hi = np.asarray(stats.hi, np.float32)[:, None, None]
     out = (x - lo) * np.float32(b - a) / (hi - lo) + np.float32(a)
     return out.astype(np.float32, copy=False), stats
+
+
+def _minmax8(image: np.ndarray, stats: NormStats, a: float, b: float) -> np.ndarray:
+    """Min-max to 0-255 in float64 (as the original's numpy), 8-bit, then to (a, b)."""
+    lo = np.asarray(stats.lo, np.float64)[:, None, None]
+    hi = np.asarray(stats.hi, np.float64)[:, None, None]
+    eight = legacy8((np.asarray(image, np.float64) - lo) / (hi - lo) * 255.0)
+    return (eight * np.float32((b - a) / 255.0) + np.float32(a)).astype(np.float32, copy=False)
 
 
 def stretch_channels(array: np.ndarray, out_range: tuple[float, float]) -> np.ndarray:
@@ -258,23 +268,6 @@ def denormalize_rows(
 
 #: Side of the block the original live test input gives G as its STED region (pixels).
 ORIGINAL_LIVE_TEST_BLOCK = 100
-
-
-def original_live_input(confocal: np.ndarray, sted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Confocal and STED (Y, X) as the original live test loader makes them, in [-1, 1].
-
-    Both are scaled by the *confocal's* min/max × 255, then 8-bit converted (clip,
-    truncate), /255 and mapped to [-1, 1] (``data/live_test_dataset.py``).
-    """
-    c = np.asarray(confocal, np.float64)
-    lo, span = c.min(), c.max() - c.min()
-    span = span if span > 0 else 1.0
-
-    def eight_bit(x: np.ndarray) -> np.ndarray:
-        scaled = (np.asarray(x, np.float64) - lo) / span * 255.0
-        return (legacy8(scaled) / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5)
-
-    return eight_bit(c), eight_bit(sted)
 
 
 def original_live_region(
