@@ -1,9 +1,10 @@
 """Intensity normalization: raw microscope units ↔ the networks' [-1, 1] (or [0, 1]).
 
-Statistics are computed once per image (never per tile), so a tiled prediction sees the
-same mapping as a whole-image one. Every mapping is affine after the optional ``legacy8``
-quantisation, which makes the inverse exact: ``x = lo + (y - a) / (b - a) * (hi - lo)``
-with ``(a, b)`` the output range and ``(lo, hi)`` per channel.
+Statistics are computed once per image, or per top/bottom half (never per tile), so a
+tiled prediction sees the same mapping as a whole-image one. Every mapping is affine up to
+an 8-bit quantisation (``legacy8`` before it, ``minmax8`` after it), and the inverse is the
+affine part: ``x = lo + (y - a) / (b - a) * (hi - lo)`` with ``(a, b)`` the output range
+and ``(lo, hi)`` per channel.
 """
 
 from __future__ import annotations
