@@ -24,7 +24,7 @@ import numpy as np
 from ..annotations import labels_to_targets
 from ..config import ModelConfig
 from ..errors import InputError
-from ..layouts import split_stack
+from ..layouts import LAYOUTS, split_stack
 from ..normalization import masks_to_target, normalize
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -221,6 +221,9 @@ def dataset_from_arrays(
 
 # ------------------------------------------------------------------------------ file layouts
 
+#: The S. aureus layout's confocal (brightfield), STED (SIM) and mask folders.
+_FOLDERS: tuple[str, str, str] = LAYOUTS["saureus"].folders or ("BF", "SIM", "masks")
+
 
 def _resolve_split(path: Path, split: str) -> Path:
     if not path.exists():
@@ -287,12 +290,14 @@ def dataset_from_folder(
     folder = _resolve_split(Path(path), split)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder of training images")
-    if (folder / "BF").is_dir() and (folder / "SIM").is_dir():
+    conf_dir, sted_dir, _ = _FOLDERS
+    if (folder / conf_dir).is_dir() and (folder / sted_dir).is_dir():
         return _saureus_folder(folder, config)
     files = _list_tiffs(folder)
     if not files:
         raise InputError(
-            f"no TIFF samples in {folder} (expected *.tif files, or BF/ SIM/ masks/ folders)"
+            f"no TIFF samples in {folder} (expected *.tif files, or "
+            f"{'/ '.join(_FOLDERS)}/ folders)"
         )
     return dataset_from_files(files, config)
 
@@ -321,13 +326,14 @@ def dataset_from_files(
 def _saureus_folder(folder: Path, config: ModelConfig) -> TrainingDataset:
     h = hashlib.sha256()
     samples: list[TrainingSample] = []
-    for file in _list_tiffs(folder / "BF"):
-        sim = folder / "SIM" / file.name
+    conf_dir, sted_dir, mask_dir = _FOLDERS
+    for file in _list_tiffs(folder / conf_dir):
+        sim = folder / sted_dir / file.name
         if not sim.is_file():
-            raise InputError(f"{file.name} is in BF/ but not in SIM/ ({folder})")
+            raise InputError(f"{file.name} is in {conf_dir}/ but not in {sted_dir}/ ({folder})")
         conf = _channels_first(_read_tiff(file), config.image_channels, file.name)
         sted = _channels_first(_read_tiff(sim), config.output_nc, sim.name)
-        mask_file = folder / "masks" / file.name
+        mask_file = folder / mask_dir / file.name
         masks = _read_tiff(mask_file) if mask_file.is_file() and config.n_classes else None
         _hash_arrays(h, conf, sted, masks)
         targets = weights = None
@@ -336,5 +342,5 @@ def _saureus_folder(folder: Path, config: ModelConfig) -> TrainingDataset:
             targets, weights = _file_masks(masks, config)
         samples.append(_make_sample(config, conf, sted, targets, weights, file.name))
     if not samples:
-        raise InputError(f"no TIFF samples in {folder / 'BF'}")
+        raise InputError(f"no TIFF samples in {folder / conf_dir}")
     return TrainingDataset(config, samples, h.hexdigest(), source=str(folder))
