@@ -52,7 +52,7 @@ def test_every_preset_identifier_exists():
         ("synprot", 32, 128, 1000, 0, 1, ("spots 561", "spots 640"), "legacy8_minmax"),
         ("saureus", 8, 128, 900, 100, 10, ("bacteria",), "minmax"),
         ("nanodomains", 64, 0, 900, 100, 100, ("nanodomains",), "legacy8"),
-        ("live", 8, 128, 900, 100, 1, ("rings", "fibers"), "minmax"),
+        ("live", 1, 0, 100, 100, 1, ("rings", "fibers"), "minmax"),
     ],
 )
 def test_original_defaults(name, batch, crop, niter, decay, lam_seg, classes, norm_kind):

@@ -179,3 +179,59 @@ def test_legacy8_warns_once_much_of_an_image_is_clipped():
     with pytest.warns(ClippingWarning, match=r"9\d% of the image's pixels are above 255.*"
                       r"normalization.kind=percentile"):  # fmt: skip
         normalize(bright, LEGACY)
+
+
+# --- per-region statistics and the original live test input ------------------------------
+
+
+def test_halves_normalize_each_half_as_the_original_and_tiles_exactly():
+    from napari_tagan.core.normalization import (
+        compute_region_stats,
+        denormalize_rows,
+        normalize_rows,
+    )
+
+    rng = np.random.default_rng(2)
+    image = rng.gamma(2.0, 30.0, (2, 37, 20)).astype(np.float32)
+    image[:, :18] *= 0.25  # a dim top half: its own contrast, as with --preprocess tophalf
+    spec = NormalizationSpec(kind="legacy8_minmax", regions="halves")
+    regions = compute_region_stats(image, spec)
+    assert regions.rows == ((0, 18), (18, 37))
+    whole = normalize_rows(image, spec, regions)
+    top_alone, _ = normalize(image[:, :18], spec.model_copy(update={"regions": "image"}))
+    np.testing.assert_array_equal(whole[:, :18], top_alone)
+    assert whole[:, :18].max() == 1.0 and whole[:, 18:].max() == 1.0
+    tiles = [normalize_rows(image[:, y : y + 8], spec, regions, y0=y) for y in range(0, 37, 8)]
+    np.testing.assert_array_equal(np.concatenate(tiles, axis=1), whole)
+    back = denormalize_rows(whole, spec, regions)
+    np.testing.assert_allclose(back, np.trunc(np.clip(image, 0, 255)), atol=1e-3)
+    plain = compute_region_stats(image, NormalizationSpec(kind="legacy8_minmax"))
+    assert plain.rows == ((0, 37),)
+
+
+def test_original_live_test_input_and_region():
+    from PIL import Image
+
+    block_reduce = pytest.importorskip("skimage.measure").block_reduce
+    from napari_tagan.core.normalization import original_live_region
+
+    rng = np.random.default_rng(4)
+    conf = rng.gamma(2.0, 100.0, (230, 170)).astype(np.float32)
+    sted = (conf * 1.7 + rng.gamma(1.0, 40.0, conf.shape)).astype(np.float32)
+    # the original (data/live_test_dataset.py), written out
+    b = (sted - conf.min()) / (conf.max() - conf.min()) * 255
+    a = (conf - conf.min()) / (conf.max() - conf.min()) * 255
+    a_t, b_t = ((np.asarray(Image.fromarray(x).convert("L")) / 255 - 0.5) / 0.5 for x in (a, b))
+    spec = NormalizationSpec(kind="minmax8")
+    got_a, stats = normalize(conf[None], spec)
+    got_b, _ = normalize(sted[None], spec, stats)  # the STED on the confocal's statistics
+    np.testing.assert_allclose(got_a[0], a_t, atol=1e-6)
+    np.testing.assert_allclose(got_b[0], b_t, atol=1e-6)
+    assert (got_b == 1).mean() > 0.01  # the STED above the confocal's max is clipped
+    blocks = block_reduce(b_t, (100, 100), np.mean)
+    n = 2
+    picked = blocks > np.sort(blocks.ravel())[-n]
+    expected = np.asarray(Image.fromarray(picked).resize((170, 230)))
+    region = original_live_region(got_b[0])
+    np.testing.assert_array_equal(region, expected)
+    assert 0 < region.sum() < region.size

@@ -140,6 +140,7 @@ def _prepare(args: argparse.Namespace, callbacks: Any) -> Any:
     from napari_tagan.core.training.prepare import (
         PresetRequiredError,
         ResumeConflictError,
+        SegmenterRequiredError,
         prepare_run,
     )
 
@@ -164,6 +165,11 @@ def _prepare(args: argparse.Namespace, callbacks: Any) -> Any:
         ) from exc
     except PresetRequiredError as exc:
         raise InputError("give --preset for a new model (or --from to fine-tune)") from exc
+    except SegmenterRequiredError as exc:
+        raise InputError(
+            f"the {exc.preset} preset trains against a pretrained, frozen segmenter: give "
+            "--segmenter PATH (a .tagan bundle with a segmenter, or an original *_net_S.pth)"
+        ) from exc
 
 
 def run(args: argparse.Namespace) -> int:  # noqa: D103
@@ -173,7 +179,6 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
     from napari_tagan.core.training.distributed import launched_distributed, shutdown_distributed
 
     main = not launched_distributed() or int(os.environ.get("RANK", "0")) == 0
-    bar = tqdm(total=0, unit="it", disable=args.no_progress or not main, dynamic_ncols=True)
     shown: dict[str, str] = {}
 
     def on_iteration(i: int, total: int, losses: dict[str, float], lr: float) -> None:
@@ -189,8 +194,10 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
         bar.set_postfix(shown, refresh=True)
 
     callbacks = TrainerCallbacks(on_iteration=on_iteration, on_validation=on_validation)
-    trainer = _prepare(args, callbacks)
-    bar.total = trainer.total
+    trainer = _prepare(args, callbacks)  # before the bar: a refusal is one line
+    bar = tqdm(
+        total=trainer.total, unit="it", disable=args.no_progress or not main, dynamic_ncols=True
+    )
     bar.n = trainer.iteration
 
     def stop(signum: int, frame: Any) -> None:

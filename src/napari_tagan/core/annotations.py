@@ -12,9 +12,12 @@ loader all follow it. Pure numpy: no Qt, napari or torch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from .errors import InputError
 
 NOT_ANNOTATED = 0
 BACKGROUND = 1
@@ -82,3 +85,122 @@ def annotation_to_mask(labels: np.ndarray, class_index: int = 0) -> tuple[np.nda
     """
     labels = np.asarray(labels)
     return labels == FIRST_CLASS + class_index, labels != NOT_ANNOTATED
+
+
+# --- annotations → segmenter targets -----------------------------------------------------
+
+
+def labels_to_targets(
+    labels: Any, n_classes: int, *, mask_range: tuple[float, float] = (-1.0, 1.0)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn annotations into S's targets and a weight map of the annotated pixels.
+
+    Parameters
+    ----------
+    labels
+        One of
+
+        * an integer label image (Y, X) as made by the Annotate widget: 0 = not
+          annotated, 1 = background, ``k + 2`` = class ``k``;
+        * a list of ``n_classes`` integer label images (Y, X), one per class, for classes
+          that overlap: 0 = not annotated, 1 = background, 2 = the class;
+        * a boolean or float mask array (n_classes, Y, X) (or (Y, X) for one class),
+          annotated everywhere: True / non-zero = the class (float values in [0, 1] are
+          taken as fractions between off and on). An integer (n_classes, Y, X) array is a
+          mask array too; pass a *list* for per-class label images.
+    n_classes
+        Number of classes the segmenter outputs.
+    mask_range
+        S's (off, on) target values, the config's ``mask_range``.
+
+    Returns
+    -------
+    targets, weights : numpy.ndarray
+        float32 (n_classes, Y, X); targets in ``mask_range`` units (off where not
+        annotated), weights in {0, 1}.
+
+    Raises
+    ------
+    InputError
+        Wrong shapes, labels beyond the class count, non-finite masks.
+    """
+    if n_classes < 1:
+        raise InputError(f"n_classes must be ≥ 1, got {n_classes}")
+    lo, hi = (np.float32(v) for v in mask_range)
+    if isinstance(labels, list | tuple):
+        return _per_class_labels(labels, n_classes, lo, hi)
+    array = np.asarray(labels)
+    if array.ndim == 2 and np.issubdtype(array.dtype, np.integer):
+        return _label_image(array, n_classes, lo, hi)
+    return _mask_array(array, n_classes, lo, hi)
+
+
+def _per_class_labels(
+    labels: Sequence[Any], n_classes: int, lo: np.float32, hi: np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """One label image per class: 0 = not annotated, 1 = background, 2 = the class."""
+    if len(labels) != n_classes:
+        raise InputError(f"got {len(labels)} per-class label images for {n_classes} class(es)")
+    layers = [np.asarray(x) for x in labels]
+    shapes = {x.shape for x in layers}
+    if len(shapes) != 1 or layers[0].ndim != 2:
+        raise InputError(f"per-class label images must be 2D and equal in shape, got {shapes}")
+    targets = np.full((n_classes, *layers[0].shape), lo, np.float32)
+    weights = np.zeros((n_classes, *layers[0].shape), np.float32)
+    for k, layer in enumerate(layers):
+        _check_integer(layer, f"label image of class {k + 1}")
+        if layer.size and (layer.max() > 2 or layer.min() < 0):
+            raise InputError(
+                f"per-class label image {k + 1} holds values {int(layer.min())}.."
+                f"{int(layer.max())}; expected 0 (not annotated), 1 (background), 2 (class)"
+            )
+        targets[k][layer == 2] = hi
+        weights[k] = (layer != 0).astype(np.float32)
+    return targets, weights
+
+
+def _label_image(
+    array: np.ndarray, n_classes: int, lo: np.float32, hi: np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """One integer label image: 0 = not annotated, 1 = background, ``k + 2`` = class k."""
+    if array.size and (array.min() < 0 or array.max() > n_classes + 1):
+        raise InputError(
+            f"label image holds values {int(array.min())}..{int(array.max())}; with "
+            f"{n_classes} class(es) expected 0 (not annotated), 1 (background), 2.."
+            f"{n_classes + 1} (classes)"
+        )
+    targets = np.full((n_classes, *array.shape), lo, np.float32)
+    for k in range(n_classes):
+        targets[k][array == k + 2] = hi
+    weights = np.repeat((array != 0)[None].astype(np.float32), n_classes, axis=0)
+    return targets, weights
+
+
+def _mask_array(
+    array: np.ndarray, n_classes: int, lo: np.float32, hi: np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Masks (n_classes, Y, X), annotated everywhere; floats in [0, 1] are fractions."""
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[0] != n_classes:
+        raise InputError(
+            f"mask array of shape {array.shape}: expected ({n_classes}, Y, X) masks, a 2D "
+            "integer label image, or a list of per-class label images"
+        )
+    if array.dtype == np.bool_:
+        frac = array.astype(np.float32)
+    elif np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InputError("mask array holds NaN or infinite values")
+        in_unit = array.size and array.min() >= 0 and array.max() <= 1
+        frac = array.astype(np.float32) if in_unit else (array != 0).astype(np.float32)
+    else:
+        _check_integer(array, "mask array")
+        frac = (array != 0).astype(np.float32)
+    targets = (lo + frac * (hi - lo)).astype(np.float32)
+    return targets, np.ones_like(targets)
+
+
+def _check_integer(array: np.ndarray, what: str) -> None:
+    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+        raise InputError(f"{what} must hold integers, got dtype {array.dtype}")

@@ -269,11 +269,6 @@ ARCHITECTURE_FIELDS = (
 )
 
 
-def config_with_overrides(config: ModelConfig, overrides: Mapping[str, Any]) -> ModelConfig:
-    """``config`` with ``overrides``; a ``ConfigError`` naming each field if not valid."""
-    return config.with_overrides(**overrides)
-
-
 def model_for_fine_tuning(
     path: str | os.PathLike[str],
     *,
@@ -288,14 +283,7 @@ def model_for_fine_tuning(
     """
     model = load_model(path, preset=preset, epoch=epoch, with_discriminator=True)
     if overrides:
-        fixed = sorted(set(overrides) & set(ARCHITECTURE_FIELDS))
-        changed = [k for k in fixed if overrides[k] != getattr(model.config, k)]
-        if changed:
-            raise InputError(
-                f"cannot change {', '.join(changed)} when fine-tuning: the loaded weights "
-                "fix the architecture"
-            )
-        model.config = config_with_overrides(model.config, overrides)
+        model.config = model.config.with_training_overrides(**overrides)
     return model
 
 
@@ -340,7 +328,6 @@ __all__ = [
     "Bundle",
     "NetworkGuess",
     "config_for_original",
-    "config_with_overrides",
     "convert_original",
     "describe_layout_difference",
     "find_original_checkpoint",

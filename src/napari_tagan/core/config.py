@@ -33,7 +33,7 @@ GeneratorName = Literal["resnet_9blocks", "resnet_6blocks", "unet_128", "unet_25
 SegmenterName = Literal["resnet_6blocks", "unet_128", "unet_32"]
 DiscriminatorName = Literal["basic", "n_layers", "pixel"]
 InitName = Literal["normal", "xavier", "kaiming", "orthogonal"]
-NormalizationKind = Literal["legacy8", "legacy8_minmax", "minmax", "percentile"]
+NormalizationKind = Literal["legacy8", "legacy8_minmax", "minmax", "minmax8", "percentile"]
 GanMode = Literal["vanilla", "lsgan", "wgangp"]
 
 #: The ``json_schema_extra`` mark of a field that decides the networks' layout.
@@ -54,10 +54,17 @@ class NormalizationSpec(BaseModel):
         ``legacy8_minmax``: ``legacy8``, then each channel min-max rescaled to
         ``out_range`` (synprot).
         ``minmax``: each image and channel min-max scaled to ``out_range``.
+        ``minmax8``: each image and channel min-max scaled to 0-255, 8-bit converted (clip,
+        truncate), then to ``out_range``; the live preset's STED regions take the
+        confocal's min/max (the original live test input; original live checkpoints).
         ``percentile``: each image and channel's ``p_low`` / ``p_high`` percentiles mapped
         to the ends of ``out_range`` (not clipped; the default for new models).
     out_range
         The network's input/output range: (-1, 1) for every preset but S. aureus (0, 1).
+    regions
+        Where prediction takes its statistics: ``image`` (the whole image) or ``halves``
+        (the top and bottom half each its own, as the original's ``--preprocess
+        tophalf``/``bottomhalf`` runs for synprot checkpoints). Training ignores it.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
@@ -66,6 +73,7 @@ class NormalizationSpec(BaseModel):
     p_low: float = Field(1.0, ge=0.0, lt=100.0)
     p_high: float = Field(99.8, gt=0.0, le=100.0)
     out_range: tuple[float, float] = (-1.0, 1.0)
+    regions: Literal["image", "halves"] = "image"
 
     @model_validator(mode="after")
     def _check(self) -> NormalizationSpec:
@@ -330,6 +338,11 @@ PRESETS: dict[str, ModelConfig] = {
         seg_thresholds=(-0.86, -0.92),
         freeze_segmenter=True,
         lambda_seg=1.0,
+        # the original's options: batch 1 on whole images, 100 + 100 epochs
+        batch_size=1,
+        crop_size=0,
+        niter=100,
+        niter_decay=100,
     ),
     "generic": _preset(
         _AXONS,

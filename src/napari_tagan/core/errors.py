@@ -61,25 +61,7 @@ class ConfigError(InputError):
 
     def __init__(self, problems: Sequence[ConfigProblem], message: str | None = None) -> None:
         self.problems = tuple(problems)
-        self._worded = message is not None
         super().__init__(message or "; ".join(map(str, self.problems)) or "invalid config")
-
-    def errors(self) -> list[dict[str, Any]]:
-        """The problems in pydantic's ``ValidationError.errors()`` form (none if worded).
-
-        A transition aid while ``training.trainer.config_error_message`` formats errors:
-        it words these as pydantic's, and an error with its own message as ``str()``.
-        """
-        if self._worded:
-            return []
-        return [
-            {
-                "loc": tuple(p.field.split(".")) if p.field else (),
-                "msg": p.reason,
-                "input": p.value,
-            }
-            for p in self.problems
-        ]
 
 
 class UnknownPresetError(ConfigError):

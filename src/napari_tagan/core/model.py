@@ -94,7 +94,7 @@ class TAGANModel:
             discriminator = (
                 build_discriminator(
                     config.discriminator,
-                    config.input_nc + config.output_nc,
+                    config.image_channels + config.output_nc,  # the confocal, not G's extras
                     config.ndf,
                     config.norm,
                     config.n_layers_d,

@@ -1,9 +1,10 @@
 """Intensity normalization: raw microscope units ↔ the networks' [-1, 1] (or [0, 1]).
 
-Statistics are computed once per image (never per tile), so a tiled prediction sees the
-same mapping as a whole-image one. Every mapping is affine after the optional ``legacy8``
-quantisation, which makes the inverse exact: ``x = lo + (y - a) / (b - a) * (hi - lo)``
-with ``(a, b)`` the output range and ``(lo, hi)`` per channel.
+Statistics are computed once per image, or per top/bottom half (never per tile), so a
+tiled prediction sees the same mapping as a whole-image one. Every mapping is affine up to
+an 8-bit quantisation (``legacy8`` before it, ``minmax8`` after it), and the inverse is the
+affine part: ``x = lo + (y - a) / (b - a) * (hi - lo)`` with ``(a, b)`` the output range
+and ``(lo, hi)`` per channel.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def _channel_range(channel: Any, spec: NormalizationSpec) -> tuple[float, float]
             return 0.0, 255.0
         lo, hi = _reduce(channel, "min"), _reduce(channel, "max")
         return float(legacy8(np.float32(lo))), float(legacy8(np.float32(hi)))
-    if spec.kind == "minmax":
+    if spec.kind in ("minmax", "minmax8"):
         return _reduce(channel, "min"), _reduce(channel, "max")
     lo, hi = np.percentile(_subsample(channel), [spec.p_low, spec.p_high])
     return float(lo), float(hi)
@@ -119,12 +120,36 @@ def normalize(
     the whole.
     """
     stats = compute_stats(image, spec) if stats is None else stats
-    x = legacy8(image) if spec.kind.startswith("legacy8") else np.asarray(image, np.float32)
     a, b = spec.out_range
+    if spec.kind == "minmax8":
+        return _minmax8(image, stats, a, b), stats
+    x = legacy8(image) if spec.kind.startswith("legacy8") else np.asarray(image, np.float32)
     lo = np.asarray(stats.lo, np.float32)[:, None, None]
     hi = np.asarray(stats.hi, np.float32)[:, None, None]
     out = (x - lo) * np.float32(b - a) / (hi - lo) + np.float32(a)
     return out.astype(np.float32, copy=False), stats
+
+
+def _minmax8(image: np.ndarray, stats: NormStats, a: float, b: float) -> np.ndarray:
+    """Min-max to 0-255 in float64 (as the original's numpy), 8-bit, then to (a, b)."""
+    lo = np.asarray(stats.lo, np.float64)[:, None, None]
+    hi = np.asarray(stats.hi, np.float64)[:, None, None]
+    eight = legacy8((np.asarray(image, np.float64) - lo) / (hi - lo) * 255.0)
+    return (eight * np.float32((b - a) / 255.0) + np.float32(a)).astype(np.float32, copy=False)
+
+
+def stretch_channels(array: np.ndarray, out_range: tuple[float, float]) -> np.ndarray:
+    """Each channel of a (C, Y, X) array min-max stretched to ``out_range`` (float32).
+
+    The synprot training crops: the original stretches each channel of each *crop* after
+    cropping. A constant channel maps to the low end (the original divides by zero there).
+    """
+    x = np.asarray(array, np.float32)
+    lo = x.min(axis=(1, 2), keepdims=True)
+    span = x.max(axis=(1, 2), keepdims=True) - lo
+    a, b = (np.float32(v) for v in out_range)
+    safe = np.where(span > 0, span, np.float32(1.0))
+    return ((x - lo) / safe * (b - a) + a).astype(np.float32, copy=False)
 
 
 def denormalize(y: np.ndarray, spec: NormalizationSpec, stats: NormStats) -> np.ndarray:
@@ -161,3 +186,109 @@ def target_to_probability(y: np.ndarray, mask_range: tuple[float, float]) -> np.
     """Map S's Tanh output back to a per-pixel probability in [0, 1]."""
     lo, hi = mask_range
     return np.clip((np.asarray(y, np.float32) - lo) / np.float32(hi - lo), 0.0, 1.0)
+
+
+# --- per-region statistics (the original's top/bottom halves) --------------------------
+
+
+@dataclass(frozen=True)
+class RegionStats:
+    """Statistics per band of rows: ``rows[i] = (start, stop)`` uses ``stats[i]``."""
+
+    rows: tuple[tuple[int, int], ...]
+    stats: tuple[NormStats, ...]
+
+    @property
+    def finite(self) -> bool:
+        """Every band's statistics are finite numbers."""
+        return all(np.isfinite(st.lo + st.hi).all() for st in self.stats)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form: :meth:`NormStats.to_dict` for one band, else rows and stats."""
+        if len(self.stats) == 1:
+            return self.stats[0].to_dict()
+        return {"rows": [list(r) for r in self.rows], "stats": [s.to_dict() for s in self.stats]}
+
+
+def region_rows(height: int, regions: str) -> tuple[tuple[int, int], ...]:
+    """The row bands of ``regions``: the whole image, or its top and bottom halves.
+
+    The original's ``tophalf`` is rows ``[0, h // 2)`` and ``bottomhalf`` rows
+    ``[h // 2, 2 * (h // 2))``; for an odd height its last row belongs to no half, here
+    to the bottom one.
+    """
+    if regions == "image" or height < 2:
+        return ((0, height),)
+    if regions == "halves":
+        return ((0, height // 2), (height // 2, height))
+    raise ValueError(f"unknown regions {regions!r}; expected 'image' or 'halves'")
+
+
+def compute_region_stats(image: Any, spec: NormalizationSpec) -> RegionStats:
+    """:func:`compute_stats` of each of ``spec.regions``' bands of a (C, Y, X) image.
+
+    Computed once from the whole of each band, so a tile normalized with
+    :func:`normalize_rows` gets exactly the values of the whole image.
+    """
+    rows = region_rows(int(image.shape[-2]), spec.regions)
+    return RegionStats(rows, tuple(compute_stats(image[:, a:b], spec) for a, b in rows))
+
+
+def _by_rows(piece: np.ndarray, regions: RegionStats, y0: int, fn: Any) -> np.ndarray:
+    """``fn(band, stats)`` on each part of ``piece`` (rows ``y0..``) within one band.
+
+    Rows past the image (bottom padding) belong to the last band.
+    """
+    if len(regions.stats) == 1:
+        return fn(piece, regions.stats[0])
+    out = np.empty(piece.shape, np.float32)
+    last = len(regions.rows) - 1
+    for i, ((a, b), stats) in enumerate(zip(regions.rows, regions.stats, strict=True)):
+        lo = max(a - y0, 0)
+        hi = piece.shape[-2] if i == last else min(b - y0, piece.shape[-2])
+        if lo < hi:
+            out[..., lo:hi, :] = fn(piece[..., lo:hi, :], stats)
+    return out
+
+
+def normalize_rows(
+    piece: np.ndarray, spec: NormalizationSpec, regions: RegionStats, y0: int = 0
+) -> np.ndarray:
+    """Normalize a (C, Y, X) ``piece`` whose first row is row ``y0`` of the whole image."""
+    return _by_rows(piece, regions, y0, lambda band, st: normalize(band, spec, st)[0])
+
+
+def denormalize_rows(
+    y: np.ndarray, spec: NormalizationSpec, regions: RegionStats, y0: int = 0
+) -> np.ndarray:
+    """Inverse of :func:`normalize_rows`."""
+    return _by_rows(y, regions, y0, lambda band, st: denormalize(band, spec, st))
+
+
+# --- the original live test input ------------------------------------------------------
+
+#: Side of the block the original live test input gives G as its STED region (pixels).
+ORIGINAL_LIVE_TEST_BLOCK = 100
+
+
+def original_live_region(
+    sted_net: np.ndarray, block: int = ORIGINAL_LIVE_TEST_BLOCK
+) -> np.ndarray:
+    """The original live test region: the brightest ``block``-px block of the STED (bool).
+
+    ``sted_net`` is the STED in network units (:func:`original_live_input`). Blocks are
+    means over ``block`` × ``block`` pixels, the edge blocks padded with 0 (skimage's
+    ``block_reduce``); the map of blocks is stretched back to the image by a nearest
+    resize, so edge blocks are not exactly ``block`` pixels wide, as in the original.
+    Where the brightest value is shared, the first block is taken (the original takes
+    none).
+    """
+    h, w = sted_net.shape
+    ny, nx = -(-h // block), -(-w // block)
+    padded = np.zeros((ny * block, nx * block), np.float64)
+    padded[:h, :w] = sted_net
+    means = padded.reshape(ny, block, nx, block).mean(axis=(1, 3))
+    by, bx = divmod(int(np.argmax(means)), nx)
+    rows = np.floor((np.arange(h) + 0.5) * ny / h).astype(int) == by
+    cols = np.floor((np.arange(w) + 0.5) * nx / w).astype(int) == bx
+    return rows[:, None] & cols[None, :]

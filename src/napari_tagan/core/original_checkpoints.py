@@ -328,6 +328,9 @@ def config_for_original(
                 segmenter=segmenter.arch,
                 class_names=tuple(f"class {i + 1}" for i in range(segmenter.output_nc)),
             )
+    if preset == "live":
+        # the original live test input: 8-bit after min-max (data/live_test_dataset.py)
+        overrides["normalization"] = NormalizationSpec(kind="minmax8")
     return preset_config(preset, **overrides)
 
 

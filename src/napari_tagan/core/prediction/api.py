@@ -18,7 +18,7 @@ from ..backends import check_precision, choose_backend
 from ..device import resolve_device
 from ..errors import InputError
 from ..networks import stride_multiple
-from ..normalization import NormStats, denormalize, target_to_probability
+from ..normalization import RegionStats, denormalize_rows, target_to_probability
 from .budget import alloc, use_disk
 from .engine import Engine, ProgressCallback, padded_shape, running
 from .inputs import WindowReader, as_array, plane_reader, split_axes, sted_channels_first
@@ -156,7 +156,7 @@ def _run_planes(
         pixels=planes * h * w,
     )
     roles = ("generator", "segmenter") if call.segment else ("generator",)
-    stats: list[NormStats] = []
+    stats: list[RegionStats] = []
     with running(
         model,
         roles,
@@ -203,7 +203,7 @@ def _allocate(
 
 
 def _metadata(
-    call: _Call, engine: Engine, layout: str, backend: str, stats: list[NormStats]
+    call: _Call, engine: Engine, layout: str, backend: str, stats: list[RegionStats]
 ) -> dict[str, Any]:
     return {
         "mode": call.mode,
@@ -225,7 +225,7 @@ def _run_generations(
     engine: Engine,
     model: TAGANModel,
     read: WindowReader,
-    stats: NormStats,
+    stats: RegionStats,
     padded: tuple[int, int],
     generations: int,
     out: _Buffers,
@@ -264,7 +264,7 @@ def _run_generations(
 
 def _accumulate(
     model: TAGANModel,
-    stats: NormStats,
+    stats: RegionStats,
     g: int,
     sted_net: np.ndarray,
     seg_net: np.ndarray | None,
@@ -278,7 +278,7 @@ def _accumulate(
     h, w = out.shape
     for r in range(0, h, ROW_BLOCK):
         r1 = min(h, r + ROW_BLOCK)
-        sted_g = denormalize(sted_net[:, r:r1, :w], cfg.normalization, stats)
+        sted_g = denormalize_rows(sted_net[:, r:r1, :w], cfg.normalization, stats, y0=r)
         seg_g = None
         if seg_net is not None:
             seg_g = target_to_probability(seg_net[:, r:r1], cfg.mask_range)

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import InputError
-from ..normalization import NormStats, compute_stats, normalize
+from ..normalization import (
+    NormStats,
+    RegionStats,
+    compute_region_stats,
+    normalize,
+    normalize_rows,
+    original_live_region,
+)
 from ..tiling import read_window
 
 if TYPE_CHECKING:
@@ -78,20 +85,29 @@ def sted_region_channels(
     shape: tuple[int, int],
     sted: np.ndarray | None,
     sted_mask: np.ndarray | None,
+    confocal_stats: NormStats | None = None,
 ) -> np.ndarray:
     """The live preset's extra G inputs: STED where acquired (−1 elsewhere) and the map.
 
-    Without ``sted`` both channels are −1 everywhere (no STED acquired).
+    Without ``sted`` both channels are −1 everywhere (no STED acquired). The STED is
+    min-max scaled on its own and given where ``sted_mask`` says (everywhere without
+    one); with ``minmax8`` normalization (original live checkpoints) it is scaled by the
+    confocal's statistics and, without a mask, given in the brightest 100-px block, as
+    the original's test loader does.
     """
-    a = model.config.normalization.out_range[0]
-    regions = np.full((2, *shape), a, dtype=np.float32)
+    spec = model.config.normalization
+    regions = np.full((2, *shape), spec.out_range[0], dtype=np.float32)
     if sted is None:
         return regions
     sted = np.asarray(sted, np.float32)
     if sted.shape != shape:
         raise InputError(f"STED image of shape {sted.shape} does not match confocal {shape}")
-    mask = np.ones(shape, bool) if sted_mask is None else np.asarray(sted_mask) != 0
-    sted_norm, _ = normalize(sted[None], model.config.normalization)
+    original = spec.kind == "minmax8"
+    sted_norm, _ = normalize(sted[None], spec, confocal_stats if original else None)
+    if sted_mask is not None:
+        mask = np.asarray(sted_mask) != 0
+    else:
+        mask = original_live_region(sted_norm[0]) if original else np.ones(shape, bool)
     regions[0][mask] = sted_norm[0][mask]
     regions[1][mask] = 1.0
     return regions
@@ -135,8 +151,11 @@ def plane_reader(
     sted: np.ndarray | None = None,
     sted_mask: np.ndarray | None = None,
     regions: bool = True,
-) -> tuple[WindowReader, NormStats]:
+) -> tuple[WindowReader, RegionStats]:
     """Whole-plane statistics of (C, Y, X) ``chw`` and a reader of its normalized windows.
+
+    The statistics are the whole plane's, or with ``normalization.regions="halves"`` each
+    half's, computed once, so every window is normalized as in the whole image.
 
     Windows are in the ``padded`` frame (bottom/right padding as the whole-image forward
     pads: reflected, or replicated for images smaller than the padding). ``regions``:
@@ -147,20 +166,20 @@ def plane_reader(
     lazy = not isinstance(chw, np.ndarray)
     if not lazy:
         check_finite(chw)
-    stats = compute_stats(chw, cfg.normalization)
-    if lazy and not all(np.isfinite(stats.lo + stats.hi)):
+    stats = compute_region_stats(chw, cfg.normalization)
+    if lazy and not stats.finite:
         raise InputError("image holds NaN or infinite pixel(s); fix or mask them first")
     ph, pw = padded[0] - h, padded[1] - w
     pad_mode = "reflect" if ph < h and pw < w else "replicate"
     extra = None
     if regions and cfg.sted_regions_input:
-        extra = sted_region_channels(model, (h, w), sted, sted_mask)
+        extra = sted_region_channels(model, (h, w), sted, sted_mask, stats.stats[0])
 
     def read(window: tuple[int, int, int, int]) -> np.ndarray:
         raw = read_window(chw, window, (h, w), pad_mode)
         if lazy:
             check_finite(raw)
-        x, _ = normalize(raw, cfg.normalization, stats)
+        x = normalize_rows(raw, cfg.normalization, stats, y0=window[0])
         if extra is not None:
             x = np.concatenate([x, read_window(extra, window, (h, w), pad_mode)], 0)
         return x

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..networks import ARCH_STRIDE
+from ..normalization import stretch_channels
 from .data import TrainingDataset, TrainingSample
 
 #: Side of the blocks among which the live preset picks its STED regions (pixels).
@@ -152,11 +153,14 @@ def make_batch(
     """
     cfg = dataset.config
     low = cfg.normalization.out_range[0]
+    per_crop = cfg.normalization.kind == "legacy8_minmax"  # the original stretches each crop
     g_in, sted, targets, weights = [], [], [], []
     for crop in crops:
         s = dataset.samples[crop.index]
         c = _augment(s.confocal, crop, shape, "reflect")
         st = _augment(s.sted, crop, shape, "reflect")
+        if per_crop:
+            c, st = (stretch_channels(a, cfg.normalization.out_range) for a in (c, st))
         if cfg.sted_regions_input:
             c = np.concatenate([c, live_regions(c, st, crop.n_regions, low)], 0)
         g_in.append(c)

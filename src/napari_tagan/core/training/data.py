@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from ..annotations import labels_to_targets
 from ..config import ModelConfig
 from ..errors import InputError
+from ..layouts import LAYOUTS, split_stack
 from ..normalization import masks_to_target, normalize
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -110,127 +112,6 @@ class TrainingDataset(Sequence[TrainingSample]):
                     f"{what} has {s.targets.shape[0]} class(es); the model segments "
                     f"{config.n_classes} ({', '.join(config.class_names)})"
                 )
-
-
-# ------------------------------------------------------------------------------ annotations
-# The annotation convention (0 not annotated, 1 background, 2.. classes) and mask → target
-# conversion: to be replaced by core/annotations.py.
-
-
-def labels_to_targets(
-    labels: Any, n_classes: int, *, mask_range: tuple[float, float] = (-1.0, 1.0)
-) -> tuple[np.ndarray, np.ndarray]:
-    """Turn annotations into S's targets and a weight map of the annotated pixels.
-
-    Parameters
-    ----------
-    labels
-        One of
-
-        * an integer label image (Y, X) as made by the Annotate widget: 0 = not
-          annotated, 1 = background, ``k + 2`` = class ``k``;
-        * a list of ``n_classes`` integer label images (Y, X), one per class, for classes
-          that overlap: 0 = not annotated, 1 = background, 2 = the class;
-        * a boolean or float mask array (n_classes, Y, X) (or (Y, X) for one class),
-          annotated everywhere: True / non-zero = the class (float values in [0, 1] are
-          taken as fractions between off and on). An integer (n_classes, Y, X) array is a
-          mask array too; pass a *list* for per-class label images.
-    n_classes
-        Number of classes the segmenter outputs.
-    mask_range
-        S's (off, on) target values, the config's ``mask_range``.
-
-    Returns
-    -------
-    targets, weights : numpy.ndarray
-        float32 (n_classes, Y, X); targets in ``mask_range`` units (off where not
-        annotated), weights in {0, 1}.
-
-    Raises
-    ------
-    InputError
-        Wrong shapes, labels beyond the class count, non-finite masks.
-    """
-    if n_classes < 1:
-        raise InputError(f"n_classes must be ≥ 1, got {n_classes}")
-    lo, hi = (np.float32(v) for v in mask_range)
-    if isinstance(labels, list | tuple):
-        return _per_class_labels(labels, n_classes, lo, hi)
-    array = np.asarray(labels)
-    if array.ndim == 2 and np.issubdtype(array.dtype, np.integer):
-        return _label_image(array, n_classes, lo, hi)
-    return _mask_array(array, n_classes, lo, hi)
-
-
-def _per_class_labels(
-    labels: Sequence[Any], n_classes: int, lo: np.float32, hi: np.float32
-) -> tuple[np.ndarray, np.ndarray]:
-    """One label image per class: 0 = not annotated, 1 = background, 2 = the class."""
-    if len(labels) != n_classes:
-        raise InputError(f"got {len(labels)} per-class label images for {n_classes} class(es)")
-    layers = [np.asarray(x) for x in labels]
-    shapes = {x.shape for x in layers}
-    if len(shapes) != 1 or layers[0].ndim != 2:
-        raise InputError(f"per-class label images must be 2D and equal in shape, got {shapes}")
-    targets = np.full((n_classes, *layers[0].shape), lo, np.float32)
-    weights = np.zeros((n_classes, *layers[0].shape), np.float32)
-    for k, layer in enumerate(layers):
-        _check_integer(layer, f"label image of class {k + 1}")
-        if layer.size and (layer.max() > 2 or layer.min() < 0):
-            raise InputError(
-                f"per-class label image {k + 1} holds values {int(layer.min())}.."
-                f"{int(layer.max())}; expected 0 (not annotated), 1 (background), 2 (class)"
-            )
-        targets[k][layer == 2] = hi
-        weights[k] = (layer != 0).astype(np.float32)
-    return targets, weights
-
-
-def _label_image(
-    array: np.ndarray, n_classes: int, lo: np.float32, hi: np.float32
-) -> tuple[np.ndarray, np.ndarray]:
-    """One integer label image: 0 = not annotated, 1 = background, ``k + 2`` = class k."""
-    if array.size and (array.min() < 0 or array.max() > n_classes + 1):
-        raise InputError(
-            f"label image holds values {int(array.min())}..{int(array.max())}; with "
-            f"{n_classes} class(es) expected 0 (not annotated), 1 (background), 2.."
-            f"{n_classes + 1} (classes)"
-        )
-    targets = np.full((n_classes, *array.shape), lo, np.float32)
-    for k in range(n_classes):
-        targets[k][array == k + 2] = hi
-    weights = np.repeat((array != 0)[None].astype(np.float32), n_classes, axis=0)
-    return targets, weights
-
-
-def _mask_array(
-    array: np.ndarray, n_classes: int, lo: np.float32, hi: np.float32
-) -> tuple[np.ndarray, np.ndarray]:
-    """Masks (n_classes, Y, X), annotated everywhere; floats in [0, 1] are fractions."""
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3 or array.shape[0] != n_classes:
-        raise InputError(
-            f"mask array of shape {array.shape}: expected ({n_classes}, Y, X) masks, a 2D "
-            "integer label image, or a list of per-class label images"
-        )
-    if array.dtype == np.bool_:
-        frac = array.astype(np.float32)
-    elif np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise InputError("mask array holds NaN or infinite values")
-        in_unit = array.size and array.min() >= 0 and array.max() <= 1
-        frac = array.astype(np.float32) if in_unit else (array != 0).astype(np.float32)
-    else:
-        _check_integer(array, "mask array")
-        frac = (array != 0).astype(np.float32)
-    targets = (lo + frac * (hi - lo)).astype(np.float32)
-    return targets, np.ones_like(targets)
-
-
-def _check_integer(array: np.ndarray, what: str) -> None:
-    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
-        raise InputError(f"{what} must hold integers, got dtype {array.dtype}")
 
 
 # ------------------------------------------------------------------------------ arrays
@@ -339,8 +220,9 @@ def dataset_from_arrays(
 
 
 # ------------------------------------------------------------------------------ file layouts
-# The TA-GAN file layouts (channel order of a stack, BF/SIM/masks folders): to be replaced
-# by core/layouts.py.
+
+#: The S. aureus layout's confocal (brightfield), STED (SIM) and mask folders.
+_FOLDERS: tuple[str, str, str] = LAYOUTS["saureus"].folders or ("BF", "SIM", "masks")
 
 
 def _resolve_split(path: Path, split: str) -> Path:
@@ -373,32 +255,19 @@ def split_channels(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Split one original TA-GAN TIFF stack into (confocal, STED, masks or None).
 
-    Layouts: ``[confocal…, STED…, masks…]`` (axons, dendrites, nanodomains, generic),
-    ``[confocal, STED]`` (live, or unannotated data), and for multi-channel presets
-    (synprot) groups of three per channel: ``[conf A, STED A, mask A, conf B, …]``.
+    The layouts are :mod:`napari_tagan.core.layouts`'; masks only for presets whose S
+    learns from labels.
     """
-    ic, oc = config.image_channels, config.output_nc
-    n = config.n_classes if config.seg_target == "labels" else 0
-    if stack.ndim == 3 and stack.shape[0] > 16 and stack.shape[-1] <= 16:
-        stack = np.moveaxis(stack, -1, 0)  # (Y, X, C) files
-    if stack.ndim != 3:
-        raise InputError(f"{name}: expected a multi-page (C, Y, X) TIFF, got shape {stack.shape}")
-    c = stack.shape[0]
-    if ic > 1 and ic == oc == n and c == 3 * ic:
-        return stack[0::3], stack[1::3], stack[2::3]
-    if c == ic + oc + n and n:
-        return stack[:ic], stack[ic : ic + oc], stack[ic + oc :]
-    if c == ic + oc:
-        return stack[:ic], stack[ic:], None
-    layout = f"{ic} confocal + {oc} STED" + (f" + {n} mask" if n else "") + " channel(s)"
-    raise InputError(
-        f"{name} has {c} channel(s); the {config.preset!r} preset expects {layout}"
-        + (f" (or {ic + oc} without masks)" if n else "")
+    classes = config.class_names if config.seg_target == "labels" else ()
+    planes = split_stack(
+        stack, config.image_channels, config.output_nc, classes, preset=config.preset, name=name
     )
+    return planes["confocal"], planes["sted"], planes.get("mask")
 
 
 def _file_masks(masks: np.ndarray, config: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
-    legacy = config.normalization.kind == "legacy8"
+    # the original's masks go through its images' 8-bit conversion (synprot's graded too)
+    legacy = config.normalization.kind.startswith("legacy8")
     targets = masks_to_target(masks, config.mask_range, legacy=legacy)
     return targets, np.ones_like(targets)
 
@@ -421,12 +290,14 @@ def dataset_from_folder(
     folder = _resolve_split(Path(path), split)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder of training images")
-    if (folder / "BF").is_dir() and (folder / "SIM").is_dir():
+    conf_dir, sted_dir, _ = _FOLDERS
+    if (folder / conf_dir).is_dir() and (folder / sted_dir).is_dir():
         return _saureus_folder(folder, config)
     files = _list_tiffs(folder)
     if not files:
         raise InputError(
-            f"no TIFF samples in {folder} (expected *.tif files, or BF/ SIM/ masks/ folders)"
+            f"no TIFF samples in {folder} (expected *.tif files, or "
+            f"{'/ '.join(_FOLDERS)}/ folders)"
         )
     return dataset_from_files(files, config)
 
@@ -455,13 +326,14 @@ def dataset_from_files(
 def _saureus_folder(folder: Path, config: ModelConfig) -> TrainingDataset:
     h = hashlib.sha256()
     samples: list[TrainingSample] = []
-    for file in _list_tiffs(folder / "BF"):
-        sim = folder / "SIM" / file.name
+    conf_dir, sted_dir, mask_dir = _FOLDERS
+    for file in _list_tiffs(folder / conf_dir):
+        sim = folder / sted_dir / file.name
         if not sim.is_file():
-            raise InputError(f"{file.name} is in BF/ but not in SIM/ ({folder})")
+            raise InputError(f"{file.name} is in {conf_dir}/ but not in {sted_dir}/ ({folder})")
         conf = _channels_first(_read_tiff(file), config.image_channels, file.name)
         sted = _channels_first(_read_tiff(sim), config.output_nc, sim.name)
-        mask_file = folder / "masks" / file.name
+        mask_file = folder / mask_dir / file.name
         masks = _read_tiff(mask_file) if mask_file.is_file() and config.n_classes else None
         _hash_arrays(h, conf, sted, masks)
         targets = weights = None
@@ -470,5 +342,5 @@ def _saureus_folder(folder: Path, config: ModelConfig) -> TrainingDataset:
             targets, weights = _file_masks(masks, config)
         samples.append(_make_sample(config, conf, sted, targets, weights, file.name))
     if not samples:
-        raise InputError(f"no TIFF samples in {folder / 'BF'}")
+        raise InputError(f"no TIFF samples in {folder / conf_dir}")
     return TrainingDataset(config, samples, h.hexdigest(), source=str(folder))

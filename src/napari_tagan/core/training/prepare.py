@@ -10,11 +10,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoints import (
-    load_pretrained_segmenter,
-    model_for_fine_tuning,
-    read_bundle,
-)
+from ..checkpoints import load_pretrained_segmenter, model_for_fine_tuning, read_bundle
 from ..config import ModelConfig, preset_config
 from ..errors import InputError
 from ..model import TAGANModel
@@ -46,6 +42,18 @@ class PresetRequiredError(InputError):
 
     def __init__(self) -> None:
         super().__init__("a new model needs a preset (or a model to fine-tune from)")
+
+
+class SegmenterRequiredError(InputError):
+    """The ``preset`` trains G against a pretrained, frozen S, and none was given."""
+
+    def __init__(self, preset: str) -> None:
+        self.preset = preset
+        super().__init__(
+            f"the {preset} preset trains G against a pretrained, frozen segmenter: give one "
+            "(a .tagan bundle with a segmenter or an original *_net_S.pth); a random S "
+            "would teach G nothing"
+        )
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,19 @@ def start_model(start: RunStart) -> TAGANModel:
         raise PresetRequiredError
     if start.segmenter is not None:
         load_pretrained_segmenter(model, start.segmenter)
+    elif model.config.seg_target == "segmenter_on_real" and not _has_own_segmenter(start):
+        raise SegmenterRequiredError(model.config.preset)
     return model
+
+
+def _has_own_segmenter(start: RunStart) -> bool:
+    """Whether the model to fine-tune brings a trained S (a bundle, or a *_net_S.pth)."""
+    if start.from_model is None:
+        return False
+    path = Path(start.from_model)
+    if path.is_dir():
+        return any(path.glob("*_net_S.pth"))
+    return path.suffix == ".tagan"
 
 
 def resumed_config(start: RunStart) -> ModelConfig:

@@ -2,8 +2,9 @@
 
 1. G makes a synthetic STED from the confocal; S segments the real STED (and, in step 3,
    the synthetic one);
-2. D (conditional PatchGAN on confocal ⊕ STED) is updated on real vs synthetic (synthetic
-   detached), ``λ_GAN × (GAN(real) + GAN(fake)) / 2`` (+ gradient penalty for wgangp);
+2. D (conditional PatchGAN on confocal ⊕ STED; not the live preset's STED regions) is
+   updated on real vs synthetic (synthetic detached), ``λ_GAN × (GAN(real) + GAN(fake)) / 2``
+   (+ gradient penalty for wgangp);
 3. with D frozen, G is updated on ``λ_GAN × GAN(D(fake) → real) + λ_seg × seg(S(fake))``
    (+ ``λ_pixel × L1/MSE(fake, real)`` where the config asks for it). ``seg`` is the masked
    MSE against the labels, or for the live preset against the frozen S on the real STED;
@@ -16,6 +17,8 @@ changes no result and saves a third of S's backward cost.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -42,13 +45,35 @@ def set_requires_grad(net: nn.Module | None, flag: bool) -> None:
             p.requires_grad_(flag)
 
 
+@contextlib.contextmanager
+def batch_statistics(net: nn.Module) -> Iterator[None]:
+    """BatchNorm on each batch's statistics, its running statistics left untouched.
+
+    A frozen S runs so while G trains: the original never puts it in eval mode (batch
+    statistics), and keeping the running statistics keeps the pretrained S as it was.
+    """
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    tracked = [m.track_running_stats for m in norms]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m, flag in zip(norms, tracked, strict=True):
+            m.track_running_stats = flag
+
+
 def new_discriminator(config: ModelConfig, seed: int) -> nn.Module:
     """A freshly initialised D, seeded with ``seed`` (the global RNG is left as it was)."""
     cfg = config
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         d_net = build_discriminator(
-            cfg.discriminator, cfg.input_nc + cfg.output_nc, cfg.ndf, cfg.norm, cfg.n_layers_d
+            cfg.discriminator,
+            cfg.image_channels + cfg.output_nc,
+            cfg.ndf,
+            cfg.norm,
+            cfg.n_layers_d,
         )
         return init_weights(d_net, cfg.init_type, cfg.init_gain)
 
@@ -130,11 +155,11 @@ class UpdateSteps:
         return torch.optim.Adam(net.parameters(), lr=self.config.lr, betas=betas, fused=fused)
 
     def train_mode(self) -> None:
-        """Training mode for G and D, and for S where it is trained."""
+        """Training mode for G, D and S, a frozen S too (see :func:`batch_statistics`)."""
         self.model.generator.train()
         self.model.discriminator.train()  # type: ignore[union-attr]
         if self.model.segmenter is not None:
-            self.model.segmenter.train("segmenter" in self.optimizers)
+            self.model.segmenter.train()
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer, pool and loss-scaler states (:class:`TrainingState` fields)."""
@@ -183,8 +208,8 @@ class UpdateSteps:
         assert d_net is not None
         set_requires_grad(d_net, True)
         self.optimizers["discriminator"].zero_grad(set_to_none=True)
-        real_pair = torch.cat([batch.g_input, batch.sted], 1)
-        fake_pair = self.pool.query(torch.cat([batch.g_input, fake.detach()], 1))
+        real_pair = torch.cat([self._condition(batch), batch.sted], 1)
+        fake_pair = self.pool.query(torch.cat([self._condition(batch), fake.detach()], 1))
         with self.placement.autocast():
             out["D_fake"] = self.gan_loss(self.networks["discriminator"](fake_pair), False)
             out["D_real"] = self.gan_loss(self.networks["discriminator"](real_pair), True)
@@ -205,7 +230,7 @@ class UpdateSteps:
         set_requires_grad(self.model.segmenter, False)
         self.optimizers["generator"].zero_grad(set_to_none=True)
         with self.placement.autocast():
-            d_fake = d_net(torch.cat([batch.g_input, fake], 1))
+            d_fake = d_net(torch.cat([self._condition(batch), fake], 1))
             out["G_GAN"] = self.gan_loss(d_fake, True) * cfg.lambda_gan
             loss = out["G_GAN"]
             if "G_seg" in self.loss_names:
@@ -218,13 +243,20 @@ class UpdateSteps:
         self._backward_step(loss, "generator")
         set_requires_grad(d_net, True)
 
+    def _condition(self, batch: Batch[torch.Tensor]) -> torch.Tensor:
+        """D's condition: the confocal only (not the live preset's STED regions and map)."""
+        return batch.g_input[:, : self.config.image_channels]
+
     def _segmentation_loss(self, batch: Batch[torch.Tensor], fake: torch.Tensor) -> torch.Tensor:
         """S on the synthetic STED vs the labels, or vs S on the real STED (live preset)."""
-        assert self.model.segmenter is not None
-        seg_fake = self.model.segmenter(fake)
-        if self.uses_labels:
-            return masked_mse(seg_fake, batch.targets, batch.weights)
-        return masked_mse(seg_fake, segmenter_target(self.model, batch.sted))
+        s_net = self.model.segmenter
+        assert s_net is not None
+        frozen = "segmenter" not in self.optimizers
+        with batch_statistics(s_net) if frozen else contextlib.nullcontext():
+            seg_fake = s_net(fake)
+            if self.uses_labels:
+                return masked_mse(seg_fake, batch.targets, batch.weights)
+            return masked_mse(seg_fake, segmenter_target(self.model, batch.sted))
 
     def _update_segmenter(
         self, batch: Batch[torch.Tensor], seg_real: torch.Tensor, out: dict[str, torch.Tensor]
