@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..backends import Runner, make_runner
+from ..backends import Runner, amp_dtype, make_runner
 from ..errors import InputError, TaganError
 from ..networks import ArchSpec, arch_spec
 from ..tiling import (
@@ -267,7 +267,7 @@ class Engine:
                 net.module,
                 backend=self.backend,
                 device=self.device,
-                precision=self.options.precision,
+                amp=amp_dtype(self.options.precision),
                 in_channels=net.in_channels,
                 stride=net.stride,
             )
