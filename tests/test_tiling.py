@@ -17,10 +17,13 @@ from napari_tagan.core import InputError, predict
 from napari_tagan.core.backends import onnx_available, openvino_available
 from napari_tagan.core.networks import build_generator, build_segmenter
 from napari_tagan.core.tiling import (
+    HALO_TOLERANCE,
     blend_weights,
     choose_tile,
     default_halo,
+    halo_error,
     measure_receptive_field,
+    measured_halo,
     padded_index,
     read_window,
     receptive_field,
@@ -193,6 +196,31 @@ def test_tiled_equals_whole_for_strips_and_tiny_images(model):
         np.testing.assert_allclose(tiled.segmentation, whole.segmentation, atol=5e-5)
 
 
+def test_measured_halos_keep_tiles_within_the_target(model, tmp_path_factory):
+    image = np.random.default_rng(12).gamma(2.0, 30.0, size=(150, 170)).astype(np.float32)
+    whole = predict(model, image, backend="eager")
+    tiled = predict(model, image, tile=40, backend="eager")
+    halos = tiled.metadata["halo"]
+    g = measured_halo(model.generator, "resnet_9blocks", "generator", 1)
+    s = measured_halo(model.segmenter, "resnet_6blocks", "segmenter", 1)
+    assert halos == {"generator": g, "segmenter": s}
+    assert g % 4 == 0 and s % 4 == 0 and g <= default_halo("resnet_9blocks")
+    assert s <= default_halo("resnet_6blocks", "segmenter")
+    assert np.abs(_network_units(tiled) - _network_units(whole)).max() <= 1e-4
+    assert np.abs(tiled.segmentation - whole.segmentation).max() <= 1e-4 / 2
+    # The smallest passing halo: one stride less misses the target.
+    error = halo_error(model.generator, 4, 1, default_halo("resnet_9blocks"))
+    assert error(g) <= HALO_TOLERANCE and (g == 4 or error(g - 4) > HALO_TOLERANCE)
+    # Measured once per weights, cached on disk beside the exports.
+    cached = list((tmp_path_factory.getbasetemp() / "cache" / "halos").glob("*.json"))
+    assert len(cached) >= 2
+    full = predict(model, image, tile=40, halo="full", backend="eager")
+    assert full.metadata["halo"]["generator"] == default_halo("resnet_9blocks")
+    assert np.abs(_network_units(full) - _network_units(whole)).max() <= 1e-4
+    with pytest.raises(InputError, match="halo"):
+        predict(model, image, halo="wide")
+
+
 def test_a_too_small_halo_is_not_exact(model):
     image = np.random.default_rng(2).gamma(2.0, 30.0, size=(160, 160)).astype(np.float32)
     whole = predict(model, image, backend="eager")
@@ -219,7 +247,8 @@ def test_whole_image_when_it_fits_the_whole_image_budget(model):
     image = np.random.default_rng(9).gamma(2.0, 30.0, size=(120, 100)).astype(np.float32)
     # a budget (bytes) set by the caller bounds both the tiles and the whole image
     r = predict(model, image, memory_budget=1_000_000, backend="eager")
-    assert r.metadata["tile"]["generator"] < 100 and r.metadata["halo"]["generator"] == 84
+    halo = measured_halo(model.generator, "resnet_9blocks", "generator", 1)
+    assert r.metadata["tile"]["generator"] < 100 and r.metadata["halo"]["generator"] == halo
     assert predict(model, image, backend="eager").metadata["halo"]["generator"] == 0
 
 

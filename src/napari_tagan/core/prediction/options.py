@@ -39,8 +39,9 @@ class RunOptions:
     #: Core tile side (pixels, rounded up to the stride); None: the largest that fits
     #: ``memory_budget`` (the whole image when it fits).
     tile: int | None = None
-    #: Context on each side of a tile (pixels); None: the measured receptive field.
-    halo: int | None = None
+    #: Context on each side of a tile (pixels); None: the smallest that keeps tiles within
+    #: 1e-5 of the whole image, measured per weights; ``full``: the receptive field.
+    halo: int | Literal["full"] | None = None
     #: Tiles per forward; None: 1 on the CPU, as many as fit the budget on a GPU.
     batch_tiles: int | None = None
     #: Bytes of activations a batch of tiles may use; None: from the device's memory.
@@ -57,6 +58,8 @@ class RunOptions:
             raise InputError(
                 f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}"
             )
+        if isinstance(self.halo, str) and self.halo != "full":
+            raise InputError(f"halo must be a number of pixels or 'full', got {self.halo!r}")
         if self.tile is not None and self.tile < 1:
             raise InputError(f"tile must be ≥ 1 pixel, got {self.tile}")
 
