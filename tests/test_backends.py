@@ -91,3 +91,19 @@ def test_asked_for_backends_are_checked(monkeypatch):
     with pytest.raises(InputError, match="pip install openvino"):
         decide_backend("openvino", **big)
     assert decide_backend("eager", **{**big, "mode": "mc"}).name == "eager"
+
+
+def test_info_system_says_which_backend_and_precision_and_why(capsys, monkeypatch):
+    import napari_tagan.core.device as device_module
+    from napari_tagan.cli import main
+
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: False)
+    assert main(["info", "--system", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    expected = decide_backend(
+        "auto", device=CPU, mode="eval", precision="fp32", pixels=backends.ONNX_AUTO_MIN_PIXELS
+    )
+    assert f"fp32 run:   backend {expected.name}, precision fp32 — {expected.reason}" in out
+    # Without bf16 hardware a bf16 run is fp32 (the one precision policy), and it says why.
+    assert "bf16 run:   backend" in out and "precision fp32 (mixed precision is off" in out
+    assert main(["info"]) == 2
