@@ -33,8 +33,8 @@ class RunOptions:
     device: str | torch.device | None = None
     #: ``fp32``, or mixed precision ``bf16``/``fp16`` (GPU; bf16 also on the CPU).
     precision: Precision = "fp32"
-    #: ``auto`` (see :func:`~napari_tagan.core.backends.choose_backend`), ``eager``,
-    #: ``channels_last`` or ``onnx``.
+    #: ``auto`` (see :func:`~napari_tagan.core.backends.decide_backend`: OpenVINO, ONNX
+    #: Runtime, eager), ``eager``, ``channels_last``, ``onnx`` or ``openvino``.
     backend: BackendName = "auto"
     #: Core tile side (pixels, rounded up to the stride); None: the largest that fits
     #: ``memory_budget`` (the whole image when it fits).
@@ -71,6 +71,20 @@ class RunOptions:
         if unknown:
             raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
         return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def parse_halo(text: str) -> int | Literal["full"]:
+    """A halo given as text (CLI, settings): pixels ≥ 0, or ``full`` (the receptive field)."""
+    value = text.strip().lower()
+    if value == "full":
+        return "full"
+    try:
+        halo = int(value)
+    except ValueError:
+        halo = -1
+    if halo < 0:
+        raise InputError(f"halo must be pixels ≥ 0 or 'full', got {text!r}")
+    return halo
 
 
 def check_request(mode: str, generations: int, options: RunOptions) -> None:
