@@ -5,18 +5,22 @@ ngf 64, ResNet-6 S at nsf 64; random weights with calibrated BatchNorm statistic
 
 * the machine's fp32 matmul rate (a large ``torch.matmul``) and the networks' FLOPs per
   pixel (``torch.utils.flop_counter.FlopCounterMode``);
-* for each image side: the reference (a plain ``torch.no_grad()`` eager forward of G then
-  S on the whole image, fp32), and ``napari_tagan.core.predict`` with its defaults
-  (MP/s of G+S, ratio to the reference, fraction of the matmul rate);
-* the largest difference, in network units ([-1, 1]), between the engine and the
-  reference, and between a forced tiling and the whole image;
-* on CPUs with bf16 hardware (AMX or AVX512-BF16), the engine in bf16 mixed precision;
-* the peak RSS (``ru_maxrss`` of a child process) predicting a large float32 image.
+* start-up of a fresh interpreter importing the prediction path;
+* for each image side, round robin: the reference (a plain ``torch.no_grad()`` eager
+  forward of G then S on the whole image, fp32), and ``napari_tagan.core.predict`` per
+  backend (OpenVINO, ONNX Runtime, channels-last, eager; bf16 on CPUs with bf16
+  hardware): seconds, ratio to the reference, GFLOP/s, max |Δ| of G vs the reference;
+* per side, the stages of a CLI-like run with the fastest backend: model load, export
+  and compile (cold cache), read, normalise, tiles (time inside the networks), other
+  engine work, write; and the non-network share;
+* forced tiling vs the whole image at the measured and the receptive-field halos;
+* bf16 vs fp32 on the simulated axons sample: deviation vs the mc std, Dice of masks;
+* with ``--rss-size N``: the peak RSS (``ru_maxrss`` of a child) predicting N².
 
 With ``--device cuda``: MP/s at 4096² in fp32 and with bf16/fp16 mixed precision.
 
 Run: ``flock /tmp/bench.lock python benchmarks/bench_predict.py [--quick]``; the 8192²
-RSS run alone takes about 40 min on 2 cores (``--rss-size 0`` skips it, ``--rss-only``
+RSS run alone takes about 40 min on 2 cores (``--rss-size N`` adds it, ``--rss-only``
 runs only it).
 """
 
@@ -34,6 +38,7 @@ import numpy as np
 import torch
 
 from napari_tagan.core import TAGANModel, predict, preset_config
+from napari_tagan.core.checkpoints import load_model
 from napari_tagan.core.device import cpu_has_native_bf16
 
 
@@ -135,60 +140,156 @@ def child_rss(side: int) -> None:
     )
 
 
+class NetworkTimer:
+    """Seconds spent inside the backends' runners (the networks) during ``predict``."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __enter__(self) -> NetworkTimer:
+        from napari_tagan.core.prediction import engine
+
+        self._make = engine.make_runner
+
+        def timed_make(*args, **kwargs):
+            run = self._make(*args, **kwargs)
+
+            def timed(x, release=False):
+                start = time.perf_counter()
+                try:
+                    return run(x, release)
+                finally:
+                    self.seconds += time.perf_counter() - start
+
+            return timed
+
+        engine.make_runner = timed_make
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from napari_tagan.core.prediction import engine
+
+        engine.make_runner = self._make
+
+
+def startup_seconds() -> float:
+    """Wall time of a fresh interpreter importing the CLI's prediction path."""
+    code = "import napari_tagan.cli.predict, napari_tagan.core.prediction"
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    return time.perf_counter() - start
+
+
+def stages(model: TAGANModel, side: int, backend: str, folder: str) -> dict[str, float]:
+    """Seconds per stage of a CLI-like run: load, export/compile, read, normalise, tiles,
+    other engine work, write (the export is timed from a cold cache)."""
+    from napari_tagan.core.backends.export import cache_dir
+    from napari_tagan.core.checkpoints import save_bundle
+    from napari_tagan.core.tiff import read_tiff_array, write_float32_tiff
+
+    bundle, tif = os.path.join(folder, "m.tagan"), os.path.join(folder, f"in{side}.tif")
+    save_bundle(model, bundle, include_discriminator=False)
+    write_float32_tiff(tif, make_image(side), axes="YX")
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    loaded = load_model(bundle).to("cpu")
+    times["model load"] = time.perf_counter() - t
+    for f in cache_dir().glob("*.onnx") if cache_dir().is_dir() else ():
+        f.unlink()
+    t = time.perf_counter()
+    predict(loaded, make_image(64), backend=backend)  # export, read, compile (small shape)
+    times["export/compile"] = time.perf_counter() - t
+    t = time.perf_counter()
+    image = read_tiff_array(tif)
+    times["read"] = time.perf_counter() - t
+    t = time.perf_counter()
+    normalized(loaded, image)
+    times["normalise"] = time.perf_counter() - t
+    with NetworkTimer() as nets:
+        t = time.perf_counter()
+        result = predict(loaded, image, backend=backend)
+        total = time.perf_counter() - t
+    times["tiles (networks)"] = nets.seconds
+    times["other engine work"] = total - nets.seconds - times["normalise"]
+    t = time.perf_counter()
+    out = os.path.join(folder, "out_sted.tif")
+    write_float32_tiff(out, result.synthetic_sted, axes="YX")
+    write_float32_tiff(out, result.segmentation, axes="CYX")
+    times["write"] = time.perf_counter() - t
+    return times
+
+
+VARIANTS = (
+    ("engine openvino fp32", {"backend": "openvino"}),
+    ("engine onnx fp32", {"backend": "onnx"}),
+    ("engine channels_last fp32", {"backend": "channels_last"}),
+    ("engine eager fp32", {"backend": "eager"}),
+    ("engine openvino bf16", {"backend": "openvino", "precision": "bf16"}),
+    ("engine channels_last bf16", {"backend": "channels_last", "precision": "bf16"}),
+)
+
+
+def usable(kwargs: dict) -> bool:
+    from napari_tagan.core.backends import onnx_available, ov
+
+    if kwargs.get("precision") == "bf16" and not cpu_has_native_bf16():
+        return False
+    if kwargs["backend"] == "openvino":
+        return ov.supports(kwargs.get("precision", "fp32"))
+    return kwargs["backend"] != "onnx" or onnx_available()
+
+
 def run_cpu(args: argparse.Namespace) -> None:
-    sizes = [256, 512] if args.quick else [1024, 2048]
-    rss_side = args.rss_size or (2048 if args.quick else 8192)
+    sizes = args.sizes or ([256, 512] if args.quick else [1024, 2048])
     threads = torch.get_num_threads()
     print(f"CPU benchmark: torch {torch.__version__}, {threads} threads, {os.cpu_count()} cores")
+    print(f"load average at start: {os.getloadavg()[0]:.1f}")
     peak = matmul_rate()
     print(f"fp32 matmul (4096² · 4096²): {peak / 1e9:.1f} GFLOP/s")
-    model = build_model()
+    model = load_model(args.model).to("cpu").eval() if args.model else build_model()
     fpp = flops_per_pixel(model)
     print(f"G+S FLOPs per pixel (FlopCounterMode): {fpp / 1e6:.3f} MFLOP")
-    # Warm-up: export to ONNX (cached in memory and on disk) on a small image, timed.
-    start = time.perf_counter()
-    predict(model, make_image(64), backend="onnx")
-    print(f"one-off ONNX export and session set-up: {time.perf_counter() - start:.1f} s")
-    predict(model, make_image(64), backend="eager")
-    bf16 = cpu_has_native_bf16()
-    print(f"CPU bf16 hardware (AMX or AVX512-BF16): {bf16}")
-    if bf16:
-        predict(model, make_image(64), precision="bf16")
+    print(f"start-up (fresh interpreter, imports): {startup_seconds():.2f} s")
+    variants = [(name, kw) for name, kw in VARIANTS if usable(kw)]
+    for _name, kw in variants:  # warm-up: exports, compiles of small shapes
+        predict(model, make_image(64), **kw)
     for side in sizes:
         image = make_image(side)
         x = normalized(model, image)
-        t_ref, g_ref = reference(model, x, "cpu")
-        start = time.perf_counter()
-        result = predict(model, image, device="cpu")
-        t_eng = time.perf_counter() - start
         mp = side * side / 1e6
-        meta = result.metadata
-        diff = float(np.abs(sted_network_units(result) - g_ref).max())
-        print(
-            f"{side}²: reference eager {mp / t_ref:.4f} MP/s ({t_ref:.1f} s, "
-            f"{fpp * mp * 1e6 / t_ref / peak:.0%} of matmul) | engine {mp / t_eng:.4f} MP/s "
-            f"({t_eng:.1f} s, {fpp * mp * 1e6 / t_eng / peak:.0%} of matmul, backend "
-            f"{meta['backend']}, tile {meta['tile']['generator']}) | speed-up "
-            f"{t_ref / t_eng:.2f}x | engine vs reference max |Δ| {diff:.2e}",
-            flush=True,
-        )
-        if bf16:
+        t_ref, g_ref = reference(model, x, "cpu")
+        rows = [("eager reference (no_grad, whole image)", t_ref, 0.0, "")]
+        for name, kw in variants:  # round robin: every variant once per size, in turn
             start = time.perf_counter()
-            mixed = predict(model, image, device="cpu", precision="bf16")
-            t_bf = time.perf_counter() - start
-            diff = float(np.abs(sted_network_units(mixed) - g_ref).max())
-            mean = float(np.abs(sted_network_units(mixed) - g_ref).mean())
+            result = predict(model, image, device="cpu", **kw)
+            t = time.perf_counter() - start
+            diff = float(np.abs(sted_network_units(result) - g_ref).max())
+            meta = result.metadata
+            rows.append((name, t, diff, f"tile {meta['tile']['generator']}"))
+        for name, t, diff, extra in rows:
             print(
-                f"{side}²: engine bf16 (mixed precision) {mp / t_bf:.4f} MP/s ({t_bf:.1f} s, "
-                f"backend {mixed.metadata['backend']}) | speed-up {t_ref / t_bf:.2f}x vs "
-                f"reference, {t_eng / t_bf:.2f}x vs fp32 engine | max |Δ| {diff:.2e}, "
-                f"mean |Δ| {mean:.2e} (network units)",
+                f"{side}² {name}: {t:.1f} s, {t_ref / t:.2f}x reference, "
+                f"{fpp * mp * 1e6 / t / 1e9:.0f} GFLOP/s, max |Δ| G vs reference {diff:.1e} "
+                f"{extra}",
+                flush=True,
+            )
+    best = variants[0][1]["backend"] if variants else "eager"
+    with tempfile.TemporaryDirectory() as folder:
+        for side in sizes:
+            times = stages(model, side, best, folder)
+            total = sum(times.values())
+            overhead = total - times["tiles (networks)"] - times["export/compile"]
+            parts = ", ".join(f"{k} {v:.2f} s" for k, v in times.items())
+            print(
+                f"{side}² stages ({best}): {parts} | total {total:.1f} s, non-network "
+                f"(without the one-off export) {overhead / total:.1%}",
                 flush=True,
             )
     tiled_vs_whole(model, sizes[0])
-    if args.rss_size == 0:
-        return
-    run_rss(rss_side)
+    if cpu_has_native_bf16():
+        bf16_quality(model, args.quality_size)
+    if args.rss_size:
+        run_rss(args.rss_size)
 
 
 def tiled_vs_whole(model: TAGANModel, side: int) -> None:
@@ -196,14 +297,39 @@ def tiled_vs_whole(model: TAGANModel, side: int) -> None:
     image = make_image(side, seed=2)
     whole = predict(model, image, device="cpu")
     tile = side // 3
-    tiled = predict(model, image, device="cpu", tile=tile, backend=whole.metadata["backend"])
+    backend = whole.metadata["backend"]
+    tiled = predict(model, image, device="cpu", tile=tile, backend=backend)
+    full = predict(model, image, device="cpu", tile=tile, backend=backend, halo="full")
+    d_full = float(np.abs(sted_network_units(full) - sted_network_units(whole)).max())
     d_sted = float(np.abs(sted_network_units(tiled) - sted_network_units(whole)).max())
     d_seg = float(np.abs(tiled.segmentation - whole.segmentation).max())
     print(
         f"tiled ({tile}-px cores, halos {tiled.metadata['halo']}) vs whole at {side}²: "
-        f"max |Δ| STED {d_sted:.2e} (network units), segmentation {d_seg:.2e} (probability)",
+        f"max |Δ| STED {d_sted:.2e} (network units), segmentation {d_seg:.2e} (probability); "
+        f"with the receptive-field halos {full.metadata['halo']}: STED {d_full:.2e}",
         flush=True,
     )
+
+
+def bf16_quality(model: TAGANModel, side: int) -> None:
+    """bf16 against fp32 on the simulated axons sample: deviation next to the mc std
+    (4 dropout generations, fp32), and Dice between the fp32 and bf16 masks (> 0.5)."""
+    from napari_tagan.core.simulate import simulate
+
+    image = simulate("axons", (side, side), seed=0).confocal
+    exact = predict(model, image, device="cpu")
+    mc = predict(model, image, device="cpu", mode="mc", generations=4, seed=1)
+    for backend in ("openvino", "channels_last"):
+        mixed = predict(model, image, device="cpu", precision="bf16", backend=backend)
+        d = np.abs(mixed.synthetic_sted - exact.synthetic_sted)
+        a, b = exact.segmentation > 0.5, mixed.segmentation > 0.5
+        dice = 2 * (a & b).sum() / max(1, a.sum() + b.sum())
+        print(
+            f"bf16 ({backend}) vs fp32 on the axons sample {side}²: STED |Δ| mean "
+            f"{d.mean():.3g} / max {d.max():.3g} vs mc std mean {mc.variability.mean():.3g} "
+            f"(intensity units); masks Dice {dice:.4f} ({int(a.sum())} / {int(b.sum())} px)",
+            flush=True,
+        )
 
 
 def run_rss(rss_side: int) -> None:
@@ -253,6 +379,9 @@ def run_cuda(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="image sides (default 1024 2048)")
+    parser.add_argument("--quality-size", type=int, default=256, help="side of the bf16 check")
+    parser.add_argument("--model", help="a trained .tagan bundle (default: random weights)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument(
         "--rss-size", type=int, default=None, help="side of the RSS image (0: skip the RSS run)"

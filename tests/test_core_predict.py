@@ -8,6 +8,7 @@ import torch
 
 from napari_tagan.core import InputError, predict
 from napari_tagan.core.normalization import legacy8
+from napari_tagan.core.prediction import RunOptions
 
 from conftest import tiny_model
 
@@ -158,3 +159,15 @@ def test_segment_runs_s_alone_on_a_sted_like_image(axons_model, confocal):
     np.testing.assert_allclose(segment(axons_model, confocal, tile=16), expected, atol=1e-4)
     with pytest.raises(InputError, match="segmenter expects 1 STED channel"):
         segment(axons_model, np.zeros((2, 16, 16)))
+
+
+def test_halo_text_is_pixels_or_full():
+    from napari_tagan.core.prediction.options import parse_halo
+
+    assert parse_halo("full") == "full" and parse_halo(" 24 ") == 24 and parse_halo("0") == 0
+    for bad in ("-4", "wide", "1.5"):
+        with pytest.raises(InputError, match="halo must be"):
+            parse_halo(bad)
+    assert RunOptions(halo="full").halo == "full"
+    with pytest.raises(InputError, match="halo"):
+        RunOptions(halo="auto")

@@ -27,15 +27,18 @@ silent fall-back to blending.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .errors import InputError
+from .io import atomic_output
 from .networks import arch_spec, build_generator, build_segmenter
 
 #: Default halo of U-Nets (pixels, before rounding up to the stride): the overlap of
@@ -246,6 +249,107 @@ def default_halo(arch: str, role: str = "generator") -> int:
     stride = arch_spec(arch, role).stride
     r = receptive_field(arch, role)
     return round_up(UNET_HALO if r is None else r, stride)
+
+
+#: Largest deviation (network units) of a tile's core from the whole-image forward that
+#: a measured halo allows: a tenth of the documented 1e-4, for margin.
+HALO_TOLERANCE = 1e-5
+
+_HALOS: dict[tuple[str, float], int] = {}
+
+
+@contextlib.contextmanager
+def _eval_mode(net: torch.nn.Module) -> Iterator[None]:
+    """All of ``net`` in eval mode (dropout off) for the body; each module's mode after."""
+    modes = [(m, m.training) for m in net.modules()]
+    net.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def halo_error(
+    net: torch.nn.Module, stride: int, in_channels: int, limit: int
+) -> Callable[[int], float]:
+    """``error(halo)``: largest |tile core − whole image| (network units) at ``halo`` ≤ ``limit``.
+
+    A core of four strides sits in the middle of a random input (uniform in [-1, 1])
+    wide enough that every window edge is interior, the worst case; window
+    origins lie on the stride grid as in a tile plan.
+    """
+    margin = round_up(limit, stride) + stride
+    core = 4 * stride
+    side = 2 * margin + core
+    param = next(net.parameters())
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(1, in_channels, side, side, generator=gen) * 2 - 1).to(param)
+    with _eval_mode(net), torch.inference_mode():
+        whole = net(x)[..., margin : margin + core, margin : margin + core]
+
+    def error(h: int) -> float:
+        window = x[..., margin - h : margin + core + h, margin - h : margin + core + h]
+        with _eval_mode(net), torch.inference_mode():
+            part = net(window)[..., h : h + core, h : h + core]
+        return float((part - whole).abs().max())
+
+    return error
+
+
+def measured_halo(
+    net: torch.nn.Module,
+    arch: str,
+    role: str,
+    in_channels: int,
+    *,
+    tolerance: float = HALO_TOLERANCE,
+) -> int:
+    """Smallest halo (multiple of the stride) whose tiles stay within ``tolerance``.
+
+    The receptive field (:func:`default_halo`) is the bound where a tile is exact by
+    construction, but the influence of far pixels decays fast: the halo that keeps a
+    tile within the exactness target is much smaller, and depends on the weights. It is
+    measured once per weights (by :func:`halo_error`, halos tried from small to large)
+    and cached in memory and on disk beside the exports. U-Nets get :func:`default_halo`.
+    """
+    full = default_halo(arch, role)
+    spec = arch_spec(arch, role)
+    if not spec.local:
+        return full
+    from .backends.export import cache_root, network_key
+
+    key = (network_key(net, in_channels), float(tolerance))
+    if key in _HALOS:
+        return _HALOS[key]
+    path = cache_root() / "halos" / f"{key[0]}-{tolerance:g}.json"
+    halo = _read_halo(path)
+    if halo is None or not 0 <= halo <= full:
+        error = halo_error(net, spec.stride, in_channels, full)
+        halo = _search_halo(error, spec.stride, full, tolerance)
+        with contextlib.suppress(OSError), atomic_output(path) as tmp:
+            tmp.write_text(json.dumps({"halo": halo, "tolerance": tolerance}))
+    _HALOS[key] = halo
+    return halo
+
+
+def _read_halo(path) -> int | None:
+    try:
+        return int(json.loads(path.read_text())["halo"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _search_halo(error: Callable[[int], float], stride: int, full: int, tolerance: float) -> int:
+    """Smallest passing halo: steps of four strides, then stride by stride below the first pass."""
+    step, failed, h = 4 * stride, 0, 4 * stride
+    while h < full and error(h) > tolerance:
+        failed, h = h, h + step
+    passed = min(h, full)
+    for fine in range(failed + stride, passed, stride):
+        if error(fine) <= tolerance:
+            return fine
+    return passed
 
 
 def choose_tile(

@@ -7,6 +7,8 @@ deviation, in intensity units) and shapes the results like the input.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -14,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from ..backends import check_precision, choose_backend
-from ..device import resolve_device
+from ..backends import choose_backend, precision_name
+from ..device import autocast_dtype, resolve_device
 from ..errors import InputError
 from ..networks import stride_multiple
 from ..normalization import RegionStats, denormalize_rows, target_to_probability
@@ -62,6 +64,19 @@ def _device_for(model: TAGANModel, options: RunOptions) -> torch.device:
     return model.device if options.device is None else resolve_device(options.device)
 
 
+def _effective(options: RunOptions, device: torch.device) -> RunOptions:
+    """``options`` with the precision that runs on ``device`` (the one precision policy).
+
+    Its :class:`~napari_tagan.core.device.AmpUnavailableWarning` points at our caller.
+    """
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        amp = autocast_dtype(device, options.precision)
+    for w in record:
+        warnings.warn(w.message, w.category, stacklevel=3)
+    return dataclasses.replace(options, precision=precision_name(amp))
+
+
 def predict(
     model: TAGANModel,
     image: Any,
@@ -102,11 +117,7 @@ def predict(
     if layout[0] in "ZT" and (sted is not None or sted_mask is not None):
         raise InputError("STED regions (live preset) are supported for single images only")
     dev = _device_for(model, opts)
-    check_precision(opts.precision, dev)  # its warning points at our caller
-    if opts.backend == "onnx" and (
-        mode != "eval" or opts.precision != "fp32" or dev.type != "cpu"
-    ):
-        raise InputError("the onnx backend runs eval mode in fp32 on the CPU only")
+    opts = _effective(opts, dev)
     model.to(dev)
     if min(image.shape[-2:]) < 1:
         raise InputError(f"image of shape {tuple(image.shape)} has no pixels")
@@ -347,7 +358,7 @@ def segment(
         raise InputError(f"the {cfg.preset!r} model has no segmenter")
     chw = sted_channels_first(model, as_array(image))
     dev = _device_for(model, opts)
-    check_precision(opts.precision, dev)
+    opts = _effective(opts, dev)
     model.to(dev)
     h, w = (int(s) for s in chw.shape[-2:])
     padded = padded_shape((h, w), stride_multiple(cfg.segmenter))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..backends import Runner, make_runner
+from ..backends import Runner, amp_dtype, make_runner
 from ..errors import InputError, TaganError
 from ..networks import ArchSpec, arch_spec
 from ..tiling import (
@@ -28,6 +28,7 @@ from ..tiling import (
     choose_tile,
     default_halo,
     iter_batches,
+    measured_halo,
     round_up,
     tile_plan,
 )
@@ -221,9 +222,13 @@ class Engine:
 
     # -- planning ------------------------------------------------------------------------
     def halo(self, net: Network) -> int:
-        if self.options.halo is not None:
-            return round_up(max(0, self.options.halo), net.stride)
-        return default_halo(net.arch, net.role)
+        """The caller's halo; ``full``: the receptive field; None: measured per weights."""
+        halo = self.options.halo
+        if halo == "full":
+            return default_halo(net.arch, net.role)
+        if halo is None:
+            return measured_halo(net.module, net.arch, net.role, net.in_channels)
+        return round_up(max(0, int(halo)), net.stride)
 
     def bytes_per_pixel(self, net: Network) -> float:
         return activation_bytes_per_pixel(net.width, self.backend)
@@ -267,7 +272,7 @@ class Engine:
                 net.module,
                 backend=self.backend,
                 device=self.device,
-                precision=self.options.precision,
+                amp=amp_dtype(self.options.precision),
                 in_channels=net.in_channels,
                 stride=net.stride,
             )

@@ -33,14 +33,15 @@ class RunOptions:
     device: str | torch.device | None = None
     #: ``fp32``, or mixed precision ``bf16``/``fp16`` (GPU; bf16 also on the CPU).
     precision: Precision = "fp32"
-    #: ``auto`` (see :func:`~napari_tagan.core.backends.choose_backend`), ``eager``,
-    #: ``channels_last`` or ``onnx``.
+    #: ``auto`` (see :func:`~napari_tagan.core.backends.decide_backend`: OpenVINO, ONNX
+    #: Runtime, eager), ``eager``, ``channels_last``, ``onnx`` or ``openvino``.
     backend: BackendName = "auto"
     #: Core tile side (pixels, rounded up to the stride); None: the largest that fits
     #: ``memory_budget`` (the whole image when it fits).
     tile: int | None = None
-    #: Context on each side of a tile (pixels); None: the measured receptive field.
-    halo: int | None = None
+    #: Context on each side of a tile (pixels); None: the smallest that keeps tiles within
+    #: 1e-5 of the whole image, measured per weights; ``full``: the receptive field.
+    halo: int | Literal["full"] | None = None
     #: Tiles per forward; None: 1 on the CPU, as many as fit the budget on a GPU.
     batch_tiles: int | None = None
     #: Bytes of activations a batch of tiles may use; None: from the device's memory.
@@ -57,6 +58,8 @@ class RunOptions:
             raise InputError(
                 f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}"
             )
+        if isinstance(self.halo, str) and self.halo != "full":
+            raise InputError(f"halo must be a number of pixels or 'full', got {self.halo!r}")
         if self.tile is not None and self.tile < 1:
             raise InputError(f"tile must be ≥ 1 pixel, got {self.tile}")
 
@@ -68,6 +71,20 @@ class RunOptions:
         if unknown:
             raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
         return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def parse_halo(text: str) -> int | Literal["full"]:
+    """A halo given as text (CLI, settings): pixels ≥ 0, or ``full`` (the receptive field)."""
+    value = text.strip().lower()
+    if value == "full":
+        return "full"
+    try:
+        halo = int(value)
+    except ValueError:
+        halo = -1
+    if halo < 0:
+        raise InputError(f"halo must be pixels ≥ 0 or 'full', got {text!r}")
+    return halo
 
 
 def check_request(mode: str, generations: int, options: RunOptions) -> None:
