@@ -1,8 +1,7 @@
 """A small, cheap curve plot for the Train widget: losses (left) and validation (right).
 
-Painted with QPainter from at most a few hundred points per curve. The earlier matplotlib
-canvas cost the event loop 0.1–0.6 s per redraw (text layout and tick placement on every
-draw) and stalled the viewer during training; this one paints in a millisecond or two.
+Painted with QPainter from at most a few hundred points per curve: a plotting library's
+text layout and tick placement on every redraw would stall the viewer during training.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ class Curve:
     x: np.ndarray
     y: np.ndarray
     markers: bool = False
+    label: str = ""  # shown in the legend; the name if empty
 
 
 @dataclass
@@ -47,6 +47,7 @@ class Panel:
     title: str
     curves: list[Curve] = field(default_factory=list)
     log_y: bool = False
+    empty: str = "no data yet"
 
 
 def reduce(x: Sequence[float], y: Sequence[float], n: int = MAX_POINTS) -> tuple[Any, Any]:
@@ -136,7 +137,7 @@ class CurvePlot(QWidget):
         rows: list[list[tuple[str, QColor, float]]] = [[]]
         used = 0.0
         for curve, colour, _, y in curves:
-            label = f"{curve.name} {_fmt(float(y[-1]))}"
+            label = f"{curve.label or curve.name} {_fmt(float(y[-1]))}"
             advance = metrics.horizontalAdvance(label) + 10
             if rows[-1] and used + advance > width:
                 rows.append([])
@@ -161,7 +162,9 @@ class CurvePlot(QWidget):
         painter.setPen(QPen(frame, 1))
         painter.drawRect(area)
         if not curves:
-            painter.drawText(area, Qt.AlignmentFlag.AlignCenter, "no data yet")
+            painter.drawText(
+                area, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, panel.empty
+            )
             return
 
         xs = np.concatenate([c[2] for c in curves])
