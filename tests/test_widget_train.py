@@ -76,7 +76,7 @@ def test_tiny_training_run(make_napari_viewer, qtbot, tmp_path):
     assert all(np.isfinite(widget.history.losses["G"]))
     assert [it for it, _ in widget.history.validation] == [0, 3, 6]
     assert "dice" in widget.history.validation[-1][1]
-    losses, validation = widget.plot.canvas.panels  # what the docked plot shows
+    losses, validation = widget.plot.panels  # what the docked plot shows
     assert {c.name for c in losses.curves} >= {"G", "D", "S"}
     assert len(losses.curves[0].x) == 6
     assert [c.name for c in validation.curves][:1] == ["dice"]
