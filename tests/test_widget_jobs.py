@@ -1,4 +1,4 @@
-"""Jobs belong to their viewer: closing a panel or the viewer stops them; a new panel finds them."""
+"""Jobs belong to their viewer: closing a panel or the viewer stops them; panels find them."""
 
 from __future__ import annotations
 

@@ -58,6 +58,9 @@ class Job:
         self._relay.message.emit(event)
 
     def should_stop(self) -> bool:
+        """Whether to stop now: Stop, a closed panel or viewer, or the activity dock's Cancel."""
+        if self._pbar is not None and self._pbar.is_canceled:
+            self.stop_requested.set()  # napari's progress calls back only when iterated
         return self.stop_requested.is_set()
 
     # --- main thread ---
@@ -111,8 +114,9 @@ class Job:
             del _JOBS[self._key()]
         if self._pbar is not None:
             self._pbar.close()
-        _finish_task(self.viewer_ref(), self._task, self.stop_requested.is_set())
-        self._deliver(JobFinished(stopped=self.stop_requested.is_set()))
+        stopped = self.should_stop()
+        _finish_task(self.viewer_ref(), self._task, stopped)
+        self._deliver(JobFinished(stopped=stopped))
 
     def _key(self) -> tuple[int, str]:
         return (id(self.viewer_ref()), self.kind)
