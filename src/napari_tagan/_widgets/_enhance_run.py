@@ -185,37 +185,50 @@ def result_layers(
             if image_channels > 1
             else base
         )
-        classes = output.class_names
-        for k, cls in enumerate(classes):
-            label = f"{name} segmentation" if len(classes) == 1 else f"{name} segmentation {cls}"
-            seg_meta = {"tagan": {**meta["tagan"], "classes": [cls]}}
-            if segmentation == "labels":
-                from ._labels import annotation_layer_kwargs
+        layers += _segmentation_layers(name, output, seg_base, meta, segmentation)
+    return layers
 
-                style = annotation_layer_kwargs(cls)
-                style["metadata"]["tagan"].update(seg_meta["tagan"])
-                layers.append(
-                    (
-                        probability_to_annotation(output.segmentation[k]),
-                        {**seg_base, **style, "name": label, "opacity": 0.5},
-                        "labels",
-                    )
+
+def _segmentation_layers(
+    name: str,
+    output: EnhanceOutput,
+    seg_base: dict[str, Any],
+    meta: dict[str, Any],
+    segmentation: str,
+) -> list[tuple[Any, dict[str, Any], str]]:
+    """One Labels (or probability image) layer per class."""
+    layers: list[tuple[Any, dict[str, Any], str]] = []
+    classes = output.class_names
+    for k, cls in enumerate(classes):
+        label = f"{name} segmentation" if len(classes) == 1 else f"{name} segmentation {cls}"
+        seg_meta = {"tagan": {**meta["tagan"], "classes": [cls]}}
+        if segmentation == "labels":
+            from ._labels import annotation_layer_kwargs
+
+            style = annotation_layer_kwargs(cls)
+            style["metadata"]["tagan"].update(seg_meta["tagan"])
+            layers.append(
+                (
+                    probability_to_annotation(output.segmentation[k]),
+                    {**seg_base, **style, "name": label, "opacity": 0.5},
+                    "labels",
                 )
-            else:
-                layers.append(
-                    (
-                        output.segmentation[k],
-                        {
-                            **seg_base,
-                            "name": label,
-                            "metadata": seg_meta,
-                            "colormap": class_colour(cls, k),
-                            "contrast_limits": (0.0, 1.0),
-                            "blending": "additive",
-                        },
-                        "image",
-                    )
+            )
+        else:
+            layers.append(
+                (
+                    output.segmentation[k],
+                    {
+                        **seg_base,
+                        "name": label,
+                        "metadata": seg_meta,
+                        "colormap": class_colour(cls, k),
+                        "contrast_limits": (0.0, 1.0),
+                        "blending": "additive",
+                    },
+                    "image",
                 )
+            )
     return layers
 
 
