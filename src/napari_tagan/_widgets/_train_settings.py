@@ -12,8 +12,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from napari_tagan.core.training import LATEST
-
 #: Seconds per iteration at the CPU quick settings (batch 4, crop 96, 8 filters) on 2 cores.
 CPU_SECONDS_PER_ITERATION = 0.4
 QUICK = {"iterations": 300, "batch_size": 4, "crop_size": 96, "filters": 8}
@@ -99,6 +97,8 @@ def new_run_dir(
 
 def run_to_resume(parent: str | Path, last: Path | None) -> Path:
     """The run Resume continues: the last one here, else the folder itself or its newest run."""
+    from napari_tagan.core.training import LATEST
+
     parent = Path(parent)
     if last is not None and (last / LATEST).is_file():
         return last
