@@ -42,7 +42,14 @@ from ._enhance_run import (  # noqa: F401  (public here, for other panels)
 )
 from ._events import JobFailed, JobFinished, JobReturned, Progressed, StatusChanged
 from ._guess import guess_input, is_result
-from ._jobs import PROGRESS_STEPS, Job, running_job, start_job, stop_when_closed
+from ._jobs import (
+    PROGRESS_STEPS,
+    Job,
+    running_job,
+    start_job,
+    stop_when_closed,
+    stop_with_window,
+)
 
 log = logging.getLogger("napari_tagan")
 
@@ -243,6 +250,7 @@ class EnhanceWidget(EnhanceControls, Container):
             what="Enhance", listener=self._on_event,
         )  # fmt: skip
         self.job = job
+        stop_with_window(self)
         self._attach(job)
         return job
 

@@ -2,8 +2,8 @@
 
 One :class:`Job` per kind ("train", "enhance") and viewer, kept in a small registry: a
 reopened panel finds the job still running and shows it (with a working Stop); closing
-the panel stops its job at the next tile or iteration; closing the viewer stops every
-job and waits for it (training saves ``latest.tagan`` on the way out), so that napari
+the panel stops its job at the next tile or iteration; closing the viewer's window stops
+every job and waits for it (training saves ``latest.tagan`` on the way out), so that napari
 exits within seconds. Progress also appears in napari's activity dock, cancellable
 there. Events from the worker reach the panel on the main thread (:mod:`._events`).
 """
@@ -49,7 +49,6 @@ class Job:
         self._relay = Relay()  # no Qt parent: outlives the panel that started the job
         self._relay.message.connect(self._deliver)
         self._pbar = _activity_progress(what, self.stop)
-        self._task = _register_task(viewer, what, self._stop_and_wait)
 
     # --- worker side (any thread) ---
 
@@ -76,7 +75,8 @@ class Job:
         if self.trainer is not None:
             self.trainer.request_stop()
 
-    def _stop_and_wait(self, timeout: float = CLOSE_WAIT_S) -> bool:
+    def stop_and_wait(self, timeout: float = CLOSE_WAIT_S) -> bool:
+        """Stop and wait for the worker to leave the job (training saves on the way out)."""
         self.stop()
         stopped = self.done.wait(timeout)
         if not stopped:
@@ -114,9 +114,7 @@ class Job:
             del _JOBS[self._key()]
         if self._pbar is not None:
             self._pbar.close()
-        stopped = self.should_stop()
-        _finish_task(self.viewer_ref(), self._task, stopped)
-        self._deliver(JobFinished(stopped=stopped))
+        self._deliver(JobFinished(stopped=self.should_stop()))
 
     def _key(self) -> tuple[int, str]:
         return (id(self.viewer_ref()), self.kind)
@@ -170,6 +168,36 @@ def stop_when_closed(widget: Any, kind: str) -> None:
     widget.native.installEventFilter(watcher)
 
 
+def stop_with_window(widget: Any) -> None:
+    """Stop and wait for ``widget.viewer``'s jobs when the window holding the panel closes.
+
+    Called as a job starts (the panel is docked by then); once per window. The window is
+    found through Qt (the panel's top-level widget), not napari's private attributes.
+    """
+    window = widget.native.window()
+    if window is widget.native or window.property(_HOOKED):
+        return
+    window.setProperty(_HOOKED, True)
+    window.installEventFilter(_WindowWatcher(window, widget.viewer))
+
+
+_HOOKED = "napari_tagan_stops_jobs"
+
+
+class _WindowWatcher(QObject):
+    def __init__(self, window: Any, viewer: Any) -> None:
+        super().__init__(window)
+        self._viewer = weakref.ref(viewer)
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:
+        if event.type() == QEvent.Type.Close:
+            viewer = self._viewer()
+            for key, job in list(_JOBS.items()):
+                if viewer is not None and key[0] == id(viewer) and job.running:
+                    job.stop_and_wait()
+        return False
+
+
 def _stop(viewer: Any, kind: str) -> None:
     job = running_job(viewer, kind)
     if job is not None:
@@ -187,7 +215,7 @@ class _ClosedWatcher(QObject):
         return False
 
 
-# --- napari's activity dock and close confirmation ------------------------------------------
+# --- napari's activity dock ------------------------------------------------------------------
 
 
 def _activity_progress(what: str, cancel: Callable[[], None]) -> Any:
@@ -198,26 +226,3 @@ def _activity_progress(what: str, cancel: Callable[[], None]) -> Any:
     except Exception:  # the activity dock is a convenience: never worth failing the job
         log.debug("no activity-dock progress", exc_info=True)
         return None
-
-
-def _register_task(viewer: Any, what: str, cancel: Callable[[], bool]) -> Any:
-    """Tell napari's window that a job runs: its close dialog names it, closing stops it."""
-    window = getattr(viewer, "window", None)
-    register = getattr(window, "_register_task_status", None)
-    if register is None:  # a headless ViewerModel
-        return None
-    from napari.utils.task_status import Status
-
-    return register("napari-tagan", Status.BUSY, what, cancel_callback=cancel)
-
-
-def _finish_task(viewer: Any, task: Any, stopped: bool) -> None:
-    update = getattr(getattr(viewer, "window", None), "_update_task_status", None)
-    if task is None or update is None:
-        return
-    from napari.utils.task_status import Status
-
-    try:
-        update(task, Status.CANCELLED if stopped else Status.COMPLETED)
-    except Exception:  # the window is being torn down
-        log.debug("could not update the task status", exc_info=True)

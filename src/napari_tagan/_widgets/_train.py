@@ -43,7 +43,14 @@ from ._events import (
     Validated,
 )
 from ._guess import guess_set
-from ._jobs import PROGRESS_STEPS, Job, running_job, start_job, stop_when_closed
+from ._jobs import (
+    PROGRESS_STEPS,
+    Job,
+    running_job,
+    start_job,
+    stop_when_closed,
+    stop_with_window,
+)
 from ._train_controls import TrainControls
 from ._train_data import gather_sets, order_labels  # noqa: F401  (order_labels: public here)
 from ._train_history import PLOTTED_LOSSES, TrainingHistory, history_panels
@@ -345,6 +352,7 @@ class TrainWidget(TrainControls, Container):
         job.state.update(history=self.history, preview=self._preview, run_dir=request.run_dir,
                          validating=valid_index is not None)  # fmt: skip
         self.job = job
+        stop_with_window(self)
         self._attach(job)
         return job
 
