@@ -2,7 +2,7 @@
 
 Run under an X server (no screen needed with Xvfb)::
 
-    xvfb-run -a -s "-screen 0 1700x1200x24" python docs/make_screenshots.py
+    xvfb-run -a -s "-screen 0 1400x900x24" python docs/make_screenshots.py
 
 It opens the simulated axons sample, trains a small model with the Train widget (ngf 8,
 a few hundred iterations on the CPU: a minute or two), enhances the confocal image with
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-WINDOW = (1600, 1060)
-DOCK_WIDTH = 500
+WINDOW = (1280, 800)  # a laptop screen: every control must fit or scroll
+DOCK_WIDTH = 430
 
 
 def wait(app, condition: Callable[[], bool], timeout: float = 600.0) -> None:
@@ -158,11 +158,11 @@ def main() -> None:
     first = train.rows[0]
     first.confocal.value = viewer.layers["axons confocal"]
     first.sted.value = viewer.layers["axons STED"]
-    first.labels.value = [viewer.layers["axons rings"]]
+    first.annotations.value = [viewer.layers["axons rings"]]
     second = train.add_set()
     second.confocal.value = viewer.layers["axons #2 confocal"]
     second.sted.value = viewer.layers["axons #2 STED"]
-    second.labels.value = [viewer.layers["axons #2 rings"]]
+    second.annotations.value = [viewer.layers["axons #2 rings"]]
     train.validation.value = 1
     train.preset.value = "axons"
     train.filters.value = 8
@@ -173,8 +173,8 @@ def main() -> None:
     train.preview_every.value = 25
     train.validate_every.value = max(1, args.iterations // 6)
     train.checkpoint_every.value = args.iterations
-    run_dir = Path(tempfile.mkdtemp(prefix="tagan-screens-")) / "run"
-    train.output.value = str(run_dir)
+    runs = Path(tempfile.mkdtemp(prefix="tagan-screens-")) / "runs"
+    train.output.value = str(runs)
     started = time.monotonic()
     train.train()
     wait(app, lambda: not train.running)

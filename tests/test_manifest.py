@@ -102,3 +102,14 @@ def test_napari_opens_samples_through_the_plugin(key, names):
     assert [layer.name for layer in viewer.layers] == names
     assert [layer._type_string for layer in viewer.layers] == ["image", "image", "labels"]
     assert viewer.layers[-1].metadata["tagan"]["classes"] == [names[-1].split()[-1]]
+
+
+def test_widgets_are_in_the_layer_menus(manifest):
+    menus = {
+        key: [item.command for item in items]
+        for key, items in manifest.contributions.menus.items()
+    }
+    assert "napari-tagan.enhance" in menus["napari/layers/filter"]
+    assert "napari-tagan.train" in menus["napari/layers/classify"]
+    assert menus["napari/layers/annotate"] == ["napari-tagan.annotate"]
+    assert "Annotation" in manifest.categories

@@ -185,7 +185,7 @@ def test_cancel_stops_a_running_job(make_napari_viewer, qtbot, bundle, confocal)
     worker = widget.run()
     assert widget.cancel_button.enabled and not widget.run_button.enabled
     qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=WAIT_MS)
-    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+    with qtbot.waitSignal(worker.worker.finished, timeout=WAIT_MS):
         widget.cancel()
     assert widget.progress.value == 0 and widget.status.value == "cancelled"
     assert "cell synthetic STED" not in viewer.layers

@@ -12,7 +12,8 @@ from qtpy.QtCore import QTimer
 
 from napari_tagan._sample_data import sample_layers
 from napari_tagan._widgets._enhance import EnhanceWidget
-from napari_tagan._widgets._train import TrainWidget, order_labels
+from napari_tagan._widgets._train import TrainWidget
+from napari_tagan._widgets._train_data import order_labels
 from napari_tagan.core import TAGANModel, load_model, preset_config, read_bundle, save_bundle
 from napari_tagan.core.training import LATEST
 
@@ -56,11 +57,11 @@ def test_tiny_training_run(make_napari_viewer, qtbot, tmp_path):
     row = widget.rows[0]
     assert row.confocal.value.name == "b confocal"
     assert row.sted.value.name == "b STED"
-    assert [x.name for x in row.labels.value] == ["b annotations"]
+    assert [x.name for x in row.annotations.value] == ["b annotations"]
     second = widget.add_set()
     second.confocal.value = viewer.layers["a confocal"]
     second.sted.value = viewer.layers["a STED"]
-    second.labels.value = [viewer.layers["a annotations"]]
+    second.annotations.value = [viewer.layers["a annotations"]]
     widget.validation.value = 1  # set 2 held out
     _tiny(widget, tmp_path / "run", iterations=6)
 
@@ -75,7 +76,7 @@ def test_tiny_training_run(make_napari_viewer, qtbot, tmp_path):
     assert all(np.isfinite(widget.history.losses["G"]))
     assert [it for it, _ in widget.history.validation] == [0, 3, 6]
     assert "dice" in widget.history.validation[-1][1]
-    losses, validation = widget.plot.canvas.panels  # what the docked plot shows
+    losses, validation = widget.plot.panels  # what the docked plot shows
     assert {c.name for c in losses.curves} >= {"G", "D", "S"}
     assert len(losses.curves[0].x) == 6
     assert [c.name for c in validation.curves][:1] == ["dice"]
@@ -84,7 +85,9 @@ def test_tiny_training_run(make_napari_viewer, qtbot, tmp_path):
     np.testing.assert_allclose(preview.scale, (0.02, 0.02))
     assert preview.metadata["tagan"]["iteration"] == 6
     assert widget.progress.value == widget.progress.max
-    latest = tmp_path / "run" / LATEST
+    latest = widget.run_dir / LATEST  # a fresh folder named after the run
+    assert widget.run_dir.parent == tmp_path / "run"
+    assert widget.run_dir.name.startswith("axons-b-confocal-")
     assert summary.latest == latest
     model = load_model(latest)
     assert model.config.preset == "axons" and model.provenance.iterations == 6
@@ -107,20 +110,29 @@ def test_stop_keeps_a_checkpoint_and_resume_continues(make_napari_viewer, qtbot,
     model = load_model(stopped.latest)
     assert model.provenance.iterations == stopped.iterations
 
-    # Train again into the same folder: refused with a clear message, nothing overwritten
+    # Resume continues the run that stopped, its loss curve included
     widget.iterations.value = stopped.iterations + 3
-    before = len(notification_manager.records)
-    widget.train()
-    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
-    assert widget.summary is None
-    messages = [str(n.message) for n in notification_manager.records[before:]]
-    assert any("Train: " in m and "already holds a training run" in m for m in messages)
-    assert load_model(stopped.latest).provenance.iterations == stopped.iterations
-
     widget.resume_button.clicked.emit()
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
     assert widget.summary.iterations == stopped.iterations + 3
-    assert widget.history.iterations[0] == stopped.iterations + 1
+    assert widget.summary.latest == stopped.latest
+    assert widget.history.iterations == list(range(1, stopped.iterations + 4))
+
+
+def test_two_trainings_in_a_row_each_get_a_folder(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    _add_set(viewer, "a", 0)
+    widget = TrainWidget(viewer)
+    widget.to_enhance.value = False
+    _tiny(widget, tmp_path / "runs", iterations=2)
+    latest = []
+    for _ in range(2):  # the output field untouched
+        assert widget.train() is not None
+        qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+        assert widget.summary is not None and widget.summary.iterations == 2
+        latest.append(widget.summary.latest)
+    assert latest[0] != latest[1] and all(p.parent.parent == tmp_path / "runs" for p in latest)
+    assert all(load_model(p).provenance.iterations == 2 for p in latest)
 
 
 def test_event_loop_stays_responsive_while_training(make_napari_viewer, qtbot, tmp_path):
@@ -252,5 +264,5 @@ def test_mixed_precision_reaches_the_trainer(make_napari_viewer, qtbot, tmp_path
     assert widget.train() is not None
     qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
     assert widget.summary is not None and widget.summary.iterations == 2
-    state = read_bundle(tmp_path / "run" / LATEST).training_state
+    state = read_bundle(widget.run_dir / LATEST).training_state
     assert state["amp_dtype"] == "bfloat16"

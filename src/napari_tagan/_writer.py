@@ -156,3 +156,20 @@ def json_safe(value: Any, *, max_list: int = 256) -> Any:
     except (TypeError, ValueError):
         return str(value)
     return value
+
+
+def save_layers(layers: list[Any], folder: str | Path) -> list[Path]:
+    """Save napari layers as ``<folder>/<layer name>.tif`` (never over an existing file)."""
+    import re
+
+    folder = Path(folder)
+    written = []
+    for layer in layers:
+        data, meta, layer_type = layer.as_layer_data_tuple()
+        stem = re.sub(r"[^\w.-]+", "_", layer.name).strip("_") or "layer"
+        target, n = folder / f"{stem}.tif", 1
+        while target.exists():
+            n += 1
+            target = folder / f"{stem}-{n}.tif"
+        written.append(write_layer(target, data, meta, layer_type))
+    return written

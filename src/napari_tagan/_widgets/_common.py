@@ -5,17 +5,15 @@ Imports Qt and napari (widgets only run inside a viewer) but not torch.
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QObject, Signal
 
 if TYPE_CHECKING:
     import napari
@@ -27,148 +25,15 @@ CONFIG_DIR_ENV = "NAPARI_TAGAN_CONFIG_DIR"
 MAX_RECENT = 8
 
 
-# --- notifications ---------------------------------------------------------------------
-
-
-def report_error(exc: BaseException, what: str) -> None:
-    """Show a worker's exception as one napari notification (never a traceback dialog).
-
-    Our own errors (:class:`~napari_tagan.core.errors.TaganError`) carry messages meant
-    for users and are shown as they are; cancellation is an info, not an error; anything
-    else is shown with its type and logged with its traceback.
-    """
-    from napari.utils.notifications import show_error, show_info
-
-    from napari_tagan.core.errors import TaganError
-
-    if isinstance(exc, InterruptedError):
-        show_info(f"{what} cancelled")
-    elif isinstance(exc, TaganError):
-        show_error(f"{what}: {exc}")
-    else:
-        log.error("%s failed", what, exc_info=(type(exc), exc, exc.__traceback__))
-        show_error(f"{what} failed: {type(exc).__name__}: {exc}")
-
-
-def start_worker(
-    job: Callable[[], Any],
-    *,
-    on_result: Callable[[Any], None],
-    on_finished: Callable[[], None],
-    what: str,
-) -> Any:
-    """Run ``job`` in a napari worker thread; its result or error comes back on the main thread.
-
-    The job's exceptions are caught inside the thread and reported once by
-    :func:`report_error` (napari would otherwise show them a second time, with a
-    traceback); warnings the job raises from this package become warning notifications.
-    ``on_finished`` runs in every case. The job's torch computations use all
-    cores but one (:func:`leave_a_core_for_the_viewer`).
-    """
-    from napari.qt.threading import create_worker
-
-    def guarded() -> tuple[bool, Any]:
-        try:
-            leave_a_core_for_the_viewer()
-            return True, job()
-        except Exception as exc:  # reported on the main thread, below
-            return False, exc
-
-    def returned(outcome: tuple[bool, Any]) -> None:
-        ok, value = outcome
-        if ok:
-            on_result(value)
-        else:
-            report_error(value, what)
-
-    shown: set[type] = set()
-
-    def warned(args: tuple) -> None:
-        # Our warnings (e.g. clipped intensities) as notifications, each kind once per job
-        # (a stack's planes, a training's previews repeat them); libraries' are left out.
-        from napari.utils.notifications import show_warning
-
-        message, category, filename = args[:3]
-        if "napari_tagan" in str(filename) and category not in shown:
-            shown.add(category)
-            show_warning(f"{what}: {message}")
-
-    worker = create_worker(guarded, _start_thread=False, _ignore_errors=True)
-    worker.returned.connect(returned)
-    worker.warned.connect(warned)
-    release = hold_full_collections()
-
-    def finished(*_: Any) -> None:
-        release()
-        on_finished()
-
-    worker.finished.connect(finished)
-    try:
-        worker.start()
-    except BaseException:
-        release()
-        raise
-    return worker
-
-
-_gc_holds = 0
-
-
-def hold_full_collections() -> Callable[[], None]:
-    """Keep the objects that exist now out of Python's full garbage collections, until released.
-
-    A full (generation 2) collection walks every object of the process with the GIL held:
-    with napari, Qt and torch loaded, a pause in which neither the viewer nor a worker
-    runs, set off again and again by a job's allocations. While a job runs, the objects
-    that existed when it started (the viewer, its layers, the model) are frozen
-    (:func:`gc.freeze`), so collections only walk what is new. Holds nest; the last
-    release unfreezes, and cycles that became garbage meanwhile (a layer deleted during a
-    long training) are collected then. Returns the release function (a second call does
-    nothing).
-    """
-    global _gc_holds
-    if _gc_holds == 0:
-        gc.freeze()
-    _gc_holds += 1
-    released = False
-
-    def release() -> None:
-        global _gc_holds
-        nonlocal released
-        if released:
-            return
-        released = True
-        _gc_holds -= 1
-        if _gc_holds == 0:
-            gc.unfreeze()
-
-    return release
-
-
-def leave_a_core_for_the_viewer() -> int:
-    """Limit torch's intra-op threads *of the calling worker thread* to all cores but one.
-
-    Called at the start of each worker job. Under OpenMP the thread count is per calling
-    thread, so the viewer's own thread is untouched. A torch pool as wide as the machine
-    competes with the Qt event loop and Mesa's renderer for every core; on small machines
-    its spinning threads then stall each other. Returns the thread count set.
-    """
-    import torch
-
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        cores = os.cpu_count() or 1
-    threads = max(1, min(torch.get_num_threads(), cores - 1))
-    torch.set_num_threads(threads)
-    return threads
-
-
-class Relay(QObject):
-    """Carries messages from a worker thread to the main thread (queued Qt signal)."""
-
-    message = Signal(object)
-
+# The worker helpers moved to ``_worker``; imported here for the widgets that still import
+# them from this module.
+from ._worker import (  # noqa: E402, F401
+    Relay,
+    hold_full_collections,
+    leave_a_core_for_the_viewer,
+    report_error,
+    start_worker,
+)
 
 # --- layer choices -----------------------------------------------------------------------
 
@@ -223,7 +88,8 @@ def put_layer(viewer: napari.Viewer, data: Any, kwargs: dict[str, Any], layer_ty
             if layer_type == "image":
                 if "contrast_limits" in kwargs:
                     existing.contrast_limits = kwargs["contrast_limits"]
-                else:
+                else:  # the range first: limits are clipped to the old data's range
+                    existing.reset_contrast_limits_range()
                     existing.reset_contrast_limits()
             elif "colormap" in kwargs:
                 existing.colormap = kwargs["colormap"]
@@ -293,8 +159,45 @@ class RecentModels:
     def label(entry: dict[str, Any]) -> str:
         extra = [f"epoch {entry['epoch']}"] if entry.get("epoch") else []
         extra += [entry["preset"]] if entry.get("preset") else []
-        name = Path(entry["path"]).name
+        path = Path(entry["path"])
+        # a run's models share file names (latest.tagan): its folder names the run
+        name = f"{path.parent.name}/{path.name}" if path.suffix == ".tagan" else path.name
         return f"{name} ({', '.join(extra)})" if extra else name
+
+
+class RememberedSettings:
+    """A panel's settings between sessions: control name → value, in a JSON file."""
+
+    def __init__(self, panel: str, path: Path | None = None) -> None:
+        self.path = path or settings_dir() / f"{panel}.json"
+
+    def save(self, controls: dict[str, Any]) -> None:
+        values = {name: _plain(w.value) for name, w in controls.items()}
+        try:
+            from napari_tagan.core.io import atomic_write_bytes
+
+            atomic_write_bytes(self.path, json.dumps(values, indent=1).encode())
+        except OSError as exc:  # remembering is a convenience, not worth an error
+            log.warning("could not save settings to %s: %s", self.path, exc)
+
+    def restore(self, controls: dict[str, Any]) -> None:
+        """Set the remembered values that still fit their control (others stay)."""
+        try:
+            values = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return
+        if not isinstance(values, dict):
+            return
+        for name, widget in controls.items():
+            if name in values:
+                try:
+                    widget.value = values[name]
+                except (ValueError, TypeError):  # e.g. a device this machine lacks
+                    log.debug("setting %s=%r no longer fits", name, values[name])
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, (bool, int, float, str)) or value is None else str(value)
 
 
 # --- small things --------------------------------------------------------------------------
@@ -307,6 +210,48 @@ def side_by_side(*widgets: Any, label: str = "", labels: bool = False) -> Any:
     box = Container(layout="horizontal", labels=labels, label=label, widgets=widgets)
     box.margins = (0, 0, 0, 0)
     return box
+
+
+def scrolling(panel: Any, body: Any) -> None:
+    """Show ``body`` (a Container) inside ``panel`` in a scroll area.
+
+    napari docks a magicgui widget's ``native`` widget, so the scroll area goes inside it
+    (magicgui's own ``scrollable`` would be left out of the dock).
+    """
+    from qtpy.QtWidgets import QFrame, QScrollArea
+
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setWidget(body.native)
+    panel.native.layout().addWidget(area)
+    panel.margins = (0, 0, 0, 0)
+
+
+def advanced_section(*widgets: Any) -> tuple[Any, Any]:
+    """A checkbox that shows or hides ``widgets`` (rarely changed settings), and their box."""
+    from magicgui.widgets import CheckBox, Container
+
+    box = Container(labels=True, widgets=widgets, visible=False)
+    box.margins = (0, 0, 0, 0)
+    toggle = CheckBox(
+        label="",
+        text="show advanced settings",
+        value=False,
+        tooltip="Settings most people never change (speed, hardware, bookkeeping).",
+    )
+    toggle.changed.connect(lambda on: setattr(box, "visible", bool(on)))
+    return toggle, box
+
+
+def value_widgets(container: Any) -> list[Any]:
+    """Every control (value widget or button) inside ``container``, however nested."""
+    from magicgui.widgets import Container
+
+    out = []
+    for widget in container:
+        out += value_widgets(widget) if isinstance(widget, Container) else [widget]
+    return out
 
 
 def device_choices() -> list[str]:

@@ -1,340 +1,105 @@
-"""Enhance widget: confocal layer in; synthetic STED, segmentation and variability out.
+"""Enhance panel: confocal layer in; synthetic STED, segmentation and variability out.
 
-The widget gathers a layer and settings, then one worker thread loads the model (cached)
-and calls :func:`napari_tagan.core.prediction.predict` plane by plane; the results come back
-as layers named after the input, with its scale and translate. The functions before the
-``EnhanceWidget`` class (planning planes, running them, building result layer data) take
-no viewer or widget and are usable on their own.
+The panel gathers a layer and settings; its job (owned by the viewer, :mod:`._jobs`)
+loads the model (cached) and runs :func:`~._enhance_run.enhance_planes` in a worker
+thread; the results come back as layers named after the input, with its scale and
+translate, and "Save results…" writes them with our writer (pixel size, classes and
+provenance kept).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
-    ComboBox,
     Container,
-    FileEdit,
-    Label,
-    ProgressBar,
-    PushButton,
-    SpinBox,
 )
 
 from ._common import (
     RecentModels,
-    Relay,
-    device_choices,
+    RememberedSettings,
     hold_full_collections,
     keep_choices_fresh,
     layers_of_type,
     put_layer,
     report_error,
+    scrolling,
     side_by_side,
-    spatial_kwargs,
-    start_worker,
 )
-from ._labels import class_colour, probability_to_annotation
+from ._enhance_controls import EnhanceControls
+from ._enhance_run import (  # noqa: F401  (public here, for other panels)
+    EnhanceOutput,
+    ModelChoice,
+    PlanePlan,
+    enhance_planes,
+    plan_planes,
+    result_layers,
+)
+from ._events import JobFailed, JobFinished, JobReturned, Progressed, StatusChanged
+from ._guess import guess_input, is_result
+from ._jobs import (
+    PROGRESS_STEPS,
+    Job,
+    running_job,
+    start_job,
+    stop_when_closed,
+    stop_with_window,
+)
 
 log = logging.getLogger("napari_tagan")
 
 if TYPE_CHECKING:
     import napari
-    from napari.layers import Image
 
     from napari_tagan.core.model import TAGANModel
 
-MODE_CHOICES = [
-    ("deterministic", "eval"),
-    ("N generations (dropout)", "mc"),
-    ("original (batch statistics)", "original"),
-]
-SEGMENTATION_CHOICES = [("labels", "labels"), ("probabilities", "probabilities"), ("none", "none")]
-SCOPE_CHOICES = [("current plane", "plane"), ("whole stack", "stack")]
-PRECISION_CHOICES = [
-    ("fp32 (exact)", "fp32"),
-    ("bf16 (mixed)", "bf16"),
-    ("fp16 (mixed, GPU)", "fp16"),
-]
-PROGRESS_STEPS = 1000
+REMEMBERED = ("device", "tile", "precision", "mode", "generations", "seed", "segmentation")
 
 #: Enhance widgets alive per viewer, so that the Train widget can hand them a model.
 _OPEN_WIDGETS: weakref.WeakSet[EnhanceWidget] = weakref.WeakSet()
 
 
-# --- plain computation -------------------------------------------------------------------
-
-
-@dataclass
-class ModelChoice:
-    """Which model to use: a bundle or original folder, its epoch, and a preset hint."""
-
-    path: str
-    epoch: str | None = None
-    preset: str | None = None
-
-    def key(self) -> tuple[Any, ...]:
-        p = Path(self.path)
-        try:
-            stamp = (
-                p.stat().st_mtime_ns
-                if p.is_file()
-                else max((f.stat().st_mtime_ns for f in p.glob("*.pth")), default=0)
-            )
-        except OSError:
-            stamp = 0
-        return (str(p.resolve()), self.epoch, self.preset, stamp)
-
-
-@dataclass
-class PlanePlan:
-    """Which planes of a layer to enhance and where the result sits.
-
-    ``lead_shape`` are the layer's axes before the image axes ((C,) Y, X); ``indices`` the
-    planes to process (tuples into ``lead_shape``); ``out_lead`` the result's leading
-    shape and ``offset`` the index of its first plane in the layer (shifts ``translate``).
-    """
-
-    lead_shape: tuple[int, ...]
-    indices: list[tuple[int, ...]]
-    out_lead: tuple[int, ...]
-    offset: tuple[int, ...]
-
-
-def plan_planes(
-    shape: tuple[int, ...], image_axes: int, scope: str, current: tuple[int, ...] = ()
-) -> PlanePlan:
-    """Plan the planes of a layer of ``shape`` whose last ``image_axes`` axes are an image.
-
-    ``current`` is the layer-coordinate position of the sliders (the plane shown).
-    """
-    lead = tuple(shape[: max(0, len(shape) - image_axes)])
-    if not lead:
-        return PlanePlan((), [()], (), ())
-    if scope == "stack":
-        return PlanePlan(lead, list(itertools.product(*map(range, lead))), lead, (0,) * len(lead))
-    given = tuple(current[: len(lead)]) + (0,) * max(0, len(lead) - len(current))
-    position = tuple(int(min(max(c, 0), n - 1)) for c, n in zip(given, lead, strict=True))
-    return PlanePlan(lead, [position], (1,) * len(lead), position)
-
-
-@dataclass
-class EnhanceOutput:
-    """Results for the planned planes, stacked with ``out_lead`` leading axes."""
-
-    synthetic_sted: np.ndarray
-    segmentation: np.ndarray | None  # (n_classes, *out_lead, Y, X)
-    variability: np.ndarray | None
-    class_names: tuple[str, ...]
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def enhance_planes(
-    model: TAGANModel,
-    data: Any,
-    plan: PlanePlan,
-    *,
-    progress: Callable[[float], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    **predict_args: Any,
-) -> EnhanceOutput:
-    """Run :func:`~napari_tagan.core.prediction.predict` on each planned plane of ``data``.
-
-    Planes are read one at a time (``np.asarray(data[index])``), so dask and zarr layers
-    are never loaded whole. ``progress(fraction)`` follows the core's own progress.
-    """
-    from napari_tagan.core.prediction import predict
-
-    n = len(plan.indices)
-    sted = seg = var = None
-    result = None
-    for i, index in enumerate(plan.indices):
-        if should_stop is not None and should_stop():
-            raise InterruptedError("enhancement cancelled")
-        plane = np.asarray(data[index]) if index else np.asarray(data)
-
-        def plane_progress(done: int, total: int, i: int = i) -> None:
-            if progress is not None:
-                progress((i + done / max(total, 1)) / n)
-
-        result = predict(
-            model, plane, progress=plane_progress, should_stop=should_stop, **predict_args
-        )
-        out_index = tuple(idx - off for idx, off in zip(index, plan.offset, strict=True))
-        if sted is None:
-            sted = np.zeros(plan.out_lead + result.synthetic_sted.shape, np.float32)
-            if result.variability is not None:
-                var = np.zeros(plan.out_lead + result.variability.shape, np.float32)
-            if result.segmentation is not None:
-                n_classes, *yx = result.segmentation.shape
-                seg = np.zeros((n_classes, *plan.out_lead, *yx), np.float32)
-        sted[out_index] = result.synthetic_sted
-        if var is not None:
-            var[out_index] = result.variability
-        if seg is not None:
-            seg[(slice(None), *out_index)] = result.segmentation
-        if progress is not None:
-            progress((i + 1) / n)
-    assert sted is not None and result is not None
-    metadata = dict(result.metadata)
-    if n > 1:  # per-plane statistics; the last plane's would mislead
-        metadata.pop("normalization_stats", None)
-    return EnhanceOutput(sted, seg, var, tuple(result.class_names), metadata)
-
-
-def result_layers(
-    layer: Image,
-    output: EnhanceOutput,
-    plan: PlanePlan,
-    *,
-    image_channels: int = 1,
-    segmentation: str = "labels",
-    provenance: dict[str, Any] | None = None,
-) -> list[tuple[Any, dict[str, Any], str]]:
-    """LayerData for the results of ``layer``: named after it, overlaying it exactly."""
-    name = layer.name
-    base = _shifted(spatial_kwargs(layer), plan.offset)
-    meta = {"tagan": {**output.metadata, **(provenance or {}), "input_layer": name}}
-    if plan.lead_shape:
-        meta["tagan"]["planes"] = [list(i) for i in plan.indices][:64]
-
-    colormap = getattr(layer.colormap, "name", "gray")
-    layers: list[tuple[Any, dict[str, Any], str]] = [
-        (
-            output.synthetic_sted,
-            {**base, "name": f"{name} synthetic STED", "metadata": meta, "colormap": colormap},
-            "image",
-        )
-    ]
-    if output.variability is not None:
-        layers.append(
-            (
-                output.variability,
-                {
-                    **base,
-                    "name": f"{name} variability",
-                    "metadata": meta,
-                    "colormap": "inferno",
-                    "blending": "additive",
-                },
-                "image",
-            )
-        )
-    if output.segmentation is not None and segmentation != "none":
-        # The class maps have no channel axis: drop it from multi-channel inputs.
-        seg_base = (
-            _shifted(spatial_kwargs(layer, drop_axes=(-3,)), plan.offset)
-            if image_channels > 1
-            else base
-        )
-        classes = output.class_names
-        for k, cls in enumerate(classes):
-            label = f"{name} segmentation" if len(classes) == 1 else f"{name} segmentation {cls}"
-            seg_meta = {"tagan": {**meta["tagan"], "classes": [cls]}}
-            if segmentation == "labels":
-                from ._labels import annotation_layer_kwargs
-
-                style = annotation_layer_kwargs(cls)
-                style["metadata"]["tagan"].update(seg_meta["tagan"])
-                layers.append(
-                    (
-                        probability_to_annotation(output.segmentation[k]),
-                        {**seg_base, **style, "name": label, "opacity": 0.5},
-                        "labels",
-                    )
-                )
-            else:
-                layers.append(
-                    (
-                        output.segmentation[k],
-                        {
-                            **seg_base,
-                            "name": label,
-                            "metadata": seg_meta,
-                            "colormap": class_colour(cls, k),
-                            "contrast_limits": (0.0, 1.0),
-                            "blending": "additive",
-                        },
-                        "image",
-                    )
-                )
-    return layers
-
-
-def _shifted(spatial: dict[str, Any], offset: tuple[int, ...]) -> dict[str, Any]:
-    """Move the leading axes' translate by ``offset`` planes (a single-plane result)."""
-    translate = list(spatial["translate"])
-    for axis, planes in enumerate(offset):
-        translate[axis] += planes * spatial["scale"][axis]
-    return {**spatial, "translate": tuple(translate)}
-
-
 # --- the widget ----------------------------------------------------------------------------
 
 
-class EnhanceWidget(Container):
+class EnhanceWidget(EnhanceControls, Container):
     """Pick a confocal layer and a model; get synthetic STED, segmentation, variability."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
-        from napari_tagan.core.config import PRESET_NAMES
-
-        super().__init__(labels=True)
+        super().__init__(labels=False)
         self.viewer = viewer
         self.recent = RecentModels()
+        self.job: Job | None = None
+        self.results: list[Any] = []  # the layers the last run added or updated
         self._models: dict[tuple[Any, ...], TAGANModel] = {}
-        self._stop = threading.Event()
-        self._worker: Any = None
         self._pending: list[tuple[Any, dict[str, Any], str]] = []
         self._release_gc: Callable[[], None] = lambda: None
         self._done_text = ""
-        self._relay = Relay()
-        self._relay.message.connect(self._on_progress)
+        self._image_touched = False
+        self._quiet = False
+        self._settings = RememberedSettings("enhance")
+        self._build()
+        self._connect()
+        keep_choices_fresh(viewer, self)
+        self.reset_choices()
+        self._settings.restore({name: getattr(self, name) for name in REMEMBERED})
+        self._on_image()
+        stop_when_closed(self, "enhance")
+        _OPEN_WIDGETS.add(self)
+        self._attach(running_job(viewer, "enhance"))
 
-        self.image = ComboBox(label="confocal", choices=self._image_choices, nullable=False)
-        self.recent_box = ComboBox(label="recent", choices=self._recent_choices, nullable=True)
-        self.model_path = FileEdit(
-            label="model", mode="r", filter="Models (*.tagan *.pth);;All files (*)"
-        )
-        self.folder_button = PushButton(text="Checkpoint folder…")
-        self.epoch = ComboBox(label="epoch", choices=["auto"], value="auto", enabled=False)
-        self.preset = ComboBox(label="preset", choices=["auto", *PRESET_NAMES], value="auto")
-        self.device = ComboBox(label="device", choices=device_choices(), value="auto")
-        self.tile = SpinBox(
-            label="tile (0 = auto)",
-            min=0,
-            max=16384,
-            step=64,
-            value=0,
-            tooltip="Tile side in pixels for large images; 0 lets the core decide.",
-        )
-        self.precision = ComboBox(
-            label="precision",
-            choices=PRECISION_CHOICES,
-            value="fp32",
-            tooltip="fp32: exact. bf16/fp16: mixed precision, faster on GPUs (bf16 also on "
-            "CPUs with AMX or AVX512-BF16), within about 1 % of the output range of fp32.",
-        )
-        self.mode = ComboBox(label="mode", choices=MODE_CHOICES, value="eval")
-        self.generations = SpinBox(label="generations", min=2, max=256, value=8, enabled=False)
-        self.seed = SpinBox(label="seed", min=0, max=2**31 - 1, value=0)
-        self.scope = ComboBox(label="planes", choices=SCOPE_CHOICES, value="plane")
-        self.segmentation = ComboBox(
-            label="segmentation", choices=SEGMENTATION_CHOICES, value="labels"
-        )
-        self.run_button = PushButton(text="Enhance")
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.progress = ProgressBar(label="progress", min=0, max=PROGRESS_STEPS, value=0)
-        self.status = Label(label="", value="choose a model")
-        self.status.native.setWordWrap(True)
-        self.extend(
+    # --- building ---
+
+    def _build(self) -> None:
+        self._build_model_controls()
+        self._build_run_controls()
+        self.body = Container(labels=True)
+        self.body.extend(
             [
                 self.image,
                 self.recent_box,
@@ -342,19 +107,21 @@ class EnhanceWidget(Container):
                 self.folder_button,
                 self.epoch,
                 self.preset,
-                self.device,
-                self.tile,
-                self.precision,
                 self.mode,
                 self.generations,
-                self.seed,
                 self.scope,
                 self.segmentation,
+                self.advanced_toggle,
+                self.advanced,
                 side_by_side(self.run_button, self.cancel_button),
+                self.save_button,
                 self.progress,
                 self.status,
             ]
         )
+        scrolling(self, self.body)
+
+    def _connect(self) -> None:
         self.recent_box.changed.connect(self._on_recent)
         self.model_path.changed.connect(self._on_path)
         self.folder_button.changed.connect(self._choose_folder)
@@ -362,9 +129,7 @@ class EnhanceWidget(Container):
         self.image.changed.connect(self._on_image)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
-        keep_choices_fresh(viewer, self)
-        self._on_image()
-        _OPEN_WIDGETS.add(self)
+        self.save_button.changed.connect(lambda *_: self.save_results())
 
     # --- choices and reactions ---
 
@@ -373,6 +138,18 @@ class EnhanceWidget(Container):
 
     def _recent_choices(self, _: Any = None) -> list[tuple[str, Any]]:
         return [(RecentModels.label(e), e) for e in self.recent.load()]
+
+    def reset_choices(self, *_: Any) -> None:
+        """Refresh the layer and model lists; guess the input until the user chose one."""
+        self._quiet = True
+        try:
+            self.body.reset_choices() if hasattr(self, "body") else None
+            if not self._image_touched:
+                guess = guess_input(list(self.image.choices))
+                if guess is not None:
+                    self.image.value = guess
+        finally:
+            self._quiet = False
 
     def _on_recent(self, entry: dict[str, Any] | None) -> None:
         if not entry:
@@ -403,6 +180,8 @@ class EnhanceWidget(Container):
         self.generations.enabled = self.mode.value != "eval"
 
     def _on_image(self, *_: Any) -> None:
+        if not self._quiet:
+            self._image_touched = True
         layer = self.image.value
         self.scope.enabled = layer is not None and layer.ndim > 2 + (1 if layer.rgb else 0)
 
@@ -434,25 +213,49 @@ class EnhanceWidget(Container):
     @property
     def running(self) -> bool:
         """A job is computing, or its results are still being added."""
-        return self._worker is not None or bool(self._pending)
+        return (self.job is not None and self.job.running) or bool(self._pending)
 
-    def run(self, *_: Any) -> Any:
-        """Start enhancing in a worker thread; returns the worker (None if not started)."""
+    def _refuse(self, text: str) -> None:
         from napari.utils.notifications import show_error
 
+        show_error(f"Enhance: {text}")
+        self.status.value = f"Enhance: {text}"
+
+    def _check(self, layer: Any, choice: ModelChoice) -> str | None:
+        """Why Enhance cannot start (what to do), or None."""
+        if layer is None:
+            return "open or add a confocal image first (there is no image layer)"
+        if not choice.path or choice.path == "." or not Path(choice.path).exists():
+            return f"choose a model file or folder ({choice.path!r} does not exist)"
+        if layer.rgb:
+            return "choose a grey layer (RGB layers are not microscope images)"
+        return None
+
+    def run(self, *_: Any) -> Any:
+        """Start enhancing in a worker thread; returns the job (None if not started)."""
         if self.running:
             return None
         layer = self.image.value
-        if layer is None:
-            show_error("Enhance: no image layer chosen; open or add a confocal image first")
-            return None
         choice = self.model_choice()
-        if not choice.path or choice.path == "." or not Path(choice.path).exists():
-            show_error(f"Enhance: choose a model file or folder (got {choice.path!r})")
+        problem = self._check(layer, choice)
+        if problem is not None:
+            self._refuse(problem)
             return None
-        if layer.rgb:
-            show_error("Enhance: RGB layers are not microscope images; choose a grey layer")
-            return None
+        self._settings.save({name: getattr(self, name) for name in REMEMBERED})
+        request = self._request(layer, choice)
+        self.progress.value = 0
+        self.status.value = "loading model…"
+        job = start_job(
+            self.viewer, "enhance", lambda job: self._work(job, request),
+            what="Enhance", listener=self._on_event,
+        )  # fmt: skip
+        self.job = job
+        stop_with_window(self)
+        self._attach(job)
+        return job
+
+    def _request(self, layer: Any, choice: ModelChoice) -> dict[str, Any]:
+        """What the job needs, read on the main thread."""
         from napari_tagan.core.prediction import RunOptions
 
         options = RunOptions(
@@ -460,70 +263,61 @@ class EnhanceWidget(Container):
             precision=self.precision.value,
             tile=int(self.tile.value) or None,
         )
-        settings = {
-            "mode": self.mode.value,
-            "generations": 1 if self.mode.value == "eval" else int(self.generations.value),
-            "seed": int(self.seed.value),
-            "segment": self.segmentation.value != "none",
-            "options": options,
+        return {
+            "layer": layer,
+            "choice": choice,
+            "data": layer.data[0] if layer.multiscale else layer.data,
+            # The plane under the sliders, in the layer's own (data) coordinates.
+            "current": tuple(int(np.rint(c)) for c in layer.world_to_data(self.viewer.dims.point)),
+            "scope": self.scope.value if self.scope.enabled else "plane",
+            "segmentation": self.segmentation.value,
+            "predict": {
+                "mode": self.mode.value,
+                "generations": 1 if self.mode.value == "eval" else int(self.generations.value),
+                "seed": int(self.seed.value),
+                "segment": self.segmentation.value != "none",
+                "options": options,
+            },
         }
-        scope = self.scope.value if self.scope.enabled else "plane"
-        data = layer.data[0] if layer.multiscale else layer.data
-        # The plane under the sliders, in the layer's own (data) coordinates.
-        current = tuple(int(np.rint(c)) for c in layer.world_to_data(self.viewer.dims.point))
-        segmentation = self.segmentation.value
 
-        self._stop.clear()
-        self.progress.value = 0
-        self.run_button.enabled = False
-        self.cancel_button.enabled = True
-        self.status.value = "loading model…"
-
-        def job() -> tuple[list[tuple[Any, dict[str, Any], str]], str]:
-            model = self._load(choice)
-            image_axes = 3 if model.config.image_channels > 1 else 2
-            plan = plan_planes(tuple(data.shape), image_axes, scope, current)
-            self._relay.message.emit(("status", f"enhancing {len(plan.indices)} plane(s)…"))
-            output = enhance_planes(
-                model,
-                data,
-                plan,
-                progress=lambda f: self._relay.message.emit(("progress", f)),
-                should_stop=self._stop.is_set,
-                **settings,
-            )
-            provenance = {
-                "model": choice.path,
-                "epoch": choice.epoch,
-                "preset": model.config.preset,
-                "mode": settings["mode"],
-                "generations": settings["generations"],
-                "device": output.metadata.get("device", options.device),
-                "precision": options.precision,
-            }
-            if segmentation == "labels":
-                # napari builds a Labels layer's class table with pandas: imported here,
-                # in the worker, not on first use on the main thread.
-                import pandas  # noqa: F401
-
-            layers = result_layers(
-                layer,
-                output,
-                plan,
-                image_channels=model.config.image_channels,
-                segmentation=segmentation,
-                provenance=provenance,
-            )
-            return layers, model.config.preset
-
-        self._worker = start_worker(
-            job, on_result=self._on_returned, on_finished=self._on_finished, what="Enhance"
-        )
-        return self._worker
+    def _work(self, job: Job, request: dict[str, Any]) -> tuple[list[Any], str]:
+        """Load the model, enhance the planned planes, build the layer data (worker thread)."""
+        model = self._load(request["choice"])
+        image_axes = 3 if model.config.image_channels > 1 else 2
+        plan = plan_planes(tuple(request["data"].shape), image_axes, request["scope"],
+                           request["current"])  # fmt: skip
+        job.emit(StatusChanged(f"enhancing {len(plan.indices)} plane(s)…"))
+        settings = request["predict"]
+        output = enhance_planes(
+            model, request["data"], plan,
+            progress=lambda f: job.emit(Progressed(f)), should_stop=job.should_stop,
+            **settings,
+        )  # fmt: skip
+        choice, options = request["choice"], settings["options"]
+        provenance = {
+            "model": choice.path,
+            "epoch": choice.epoch,
+            "preset": model.config.preset,
+            "mode": settings["mode"],
+            "generations": settings["generations"],
+            "device": output.metadata.get("device", options.device),
+            "precision": options.precision,
+        }
+        if request["segmentation"] == "labels":
+            # napari builds a Labels layer's class table with pandas: imported here,
+            # in the worker, not on first use on the main thread.
+            import pandas  # noqa: F401
+        layers = result_layers(
+            request["layer"], output, plan,
+            image_channels=model.config.image_channels,
+            segmentation=request["segmentation"], provenance=provenance,
+        )  # fmt: skip
+        return layers, model.config.preset
 
     def cancel(self, *_: Any) -> None:
         """Ask the running job to stop at its next tile/generation/plane."""
-        self._stop.set()
+        if self.job is not None:
+            self.job.stop()
         self.status.value = "cancelling…"
 
     def _load(self, choice: ModelChoice) -> TAGANModel:
@@ -537,15 +331,33 @@ class EnhanceWidget(Container):
             self.recent.add(choice.path, choice.epoch, choice.preset)
         return model
 
-    def _on_progress(self, message: tuple[str, Any]) -> None:
-        kind, value = message
-        if kind == "progress":
-            self.progress.value = round(float(value) * PROGRESS_STEPS)
-        else:
-            self.status.value = str(value)
+    def _attach(self, job: Job | None) -> None:
+        """Show ``job`` (started here, or by a panel closed since) in this panel."""
+        if job is None:
+            return
+        if job is not self.job:
+            job.subscribe(self._on_event)
+        self.job = job
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self.progress.value = round(job.fraction * PROGRESS_STEPS)
+        self.status.value = job.last_status.text
 
-    def _on_returned(self, result: tuple[list[tuple[Any, dict[str, Any], str]], str]) -> None:
-        layers, preset = result
+    # --- events from the job (main thread) ---
+
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, Progressed):
+            self.progress.value = round(float(event.fraction) * PROGRESS_STEPS)
+        elif isinstance(event, StatusChanged):
+            self.status.value = event.text
+        elif isinstance(event, JobReturned):
+            self._on_returned(*event.value)
+        elif isinstance(event, JobFailed):
+            self.status.value = event.text
+        elif isinstance(event, JobFinished):
+            self._on_finished(event)
+
+    def _on_returned(self, layers: list[tuple[Any, dict[str, Any], str]], preset: str) -> None:
         self.cancel_button.enabled = False  # computed: what is left is adding the layers
         self._done_text = f"done ({preset} model, {len(layers)} layers)"
         self.status.value = "adding results…"
@@ -554,6 +366,7 @@ class EnhanceWidget(Container):
         except Exception:  # the recent-models list must not keep the results out
             log.exception("could not refresh the recent models")
         self._pending = list(layers)
+        self.results = []
         # adding layers allocates a lot on the main thread: keep full collections short
         self._release_gc = hold_full_collections()
         self._insert_next()
@@ -570,11 +383,10 @@ class EnhanceWidget(Container):
             return
         data, kwargs, layer_type = self._pending.pop(0)
         try:
-            put_layer(self.viewer, data, kwargs, layer_type)
+            self.results.append(put_layer(self.viewer, data, kwargs, layer_type))
         except Exception as exc:  # e.g. a layer the user changed meanwhile
             self._pending.clear()
-            self.status.value = f"could not add {kwargs['name']!r}; see the notification"
-            report_error(exc, "Enhance")
+            self.status.value = report_error(exc, f"Enhance: could not add {kwargs['name']!r}")
         if self._pending:
             QTimer.singleShot(5, self._insert_next)
         else:
@@ -582,9 +394,9 @@ class EnhanceWidget(Container):
                 self.status.value = self._done_text
             self._settle()
 
-    def _on_finished(self, *_: Any) -> None:
-        self._worker = None
-        if self._stop.is_set():
+    def _on_finished(self, event: JobFinished) -> None:
+        self.job = None
+        if event.stopped:
             self.status.value = "cancelled"
             self.progress.value = 0
         self._settle()
@@ -595,6 +407,35 @@ class EnhanceWidget(Container):
         if not self.running:
             self.run_button.enabled = True
             self.cancel_button.enabled = False
+            self.save_button.enabled = bool(self.saveable())
+
+    # --- saving ---
+
+    def saveable(self) -> list[Any]:
+        """The last results still in the viewer."""
+        return [x for x in self.results if x in self.viewer.layers and is_result(x)]
+
+    def save_results(self, folder: str | Path | None = None) -> list[Path]:
+        """Save the last results as TIFFs through our writer (a folder dialog if none given)."""
+        from napari_tagan._writer import save_layers
+
+        layers = self.saveable()
+        if not layers:
+            self._refuse("run Enhance first (there are no results to save)")
+            return []
+        if folder is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            folder = QFileDialog.getExistingDirectory(self.native, "Save results in folder")
+            if not folder:
+                return []
+        try:
+            written = save_layers(layers, folder)
+        except OSError as exc:
+            self._refuse(f"choose another folder: could not write there ({exc})")
+            return []
+        self.status.value = f"saved {len(written)} file(s) in {Path(folder).name}"
+        return written
 
 
 def open_enhance_widgets(viewer: napari.viewer.Viewer) -> list[EnhanceWidget]:

@@ -1,8 +1,7 @@
 """A small, cheap curve plot for the Train widget: losses (left) and validation (right).
 
-Painted with QPainter from at most a few hundred points per curve. The earlier matplotlib
-canvas cost the event loop 0.1–0.6 s per redraw (text layout and tick placement on every
-draw) and stalled the viewer during training; this one paints in a millisecond or two.
+Painted with QPainter from at most a few hundred points per curve: a plotting library's
+text layout and tick placement on every redraw would stall the viewer during training.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ class Curve:
     x: np.ndarray
     y: np.ndarray
     markers: bool = False
+    label: str = ""  # shown in the legend; the name if empty
 
 
 @dataclass
@@ -47,6 +47,7 @@ class Panel:
     title: str
     curves: list[Curve] = field(default_factory=list)
     log_y: bool = False
+    empty: str = "no data yet"
 
 
 def reduce(x: Sequence[float], y: Sequence[float], n: int = MAX_POINTS) -> tuple[Any, Any]:
@@ -121,22 +122,14 @@ class CurvePlot(QWidget):
         line = metrics.height()
         left, right, bottom = 6 + metrics.horizontalAdvance("0.000e+0"), 8, line + 6
 
-        curves = []
-        for k, curve in enumerate(panel.curves):
-            x, y = reduce(curve.x, curve.y)
-            ok = np.isfinite(x) & np.isfinite(y)
-            if panel.log_y:
-                ok &= y > 0
-            if ok.any():
-                colour = QColor(COLOURS.get(curve.name, FALLBACK[k % len(FALLBACK)]))
-                curves.append((curve, colour, x[ok], y[ok]))
+        curves = _drawable(panel)
 
         # legend (names and latest values) in rows under the title
         width = max(10.0, box.width() - left - right)
         rows: list[list[tuple[str, QColor, float]]] = [[]]
         used = 0.0
         for curve, colour, _, y in curves:
-            label = f"{curve.name} {_fmt(float(y[-1]))}"
+            label = f"{curve.label or curve.name} {_fmt(float(y[-1]))}"
             advance = metrics.horizontalAdvance(label) + 10
             if rows[-1] and used + advance > width:
                 rows.append([])
@@ -161,20 +154,13 @@ class CurvePlot(QWidget):
         painter.setPen(QPen(frame, 1))
         painter.drawRect(area)
         if not curves:
-            painter.drawText(area, Qt.AlignmentFlag.AlignCenter, "no data yet")
+            painter.drawText(
+                area, Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap, panel.empty
+            )
             return
 
-        xs = np.concatenate([c[2] for c in curves])
-        ys = np.concatenate([c[3] for c in curves])
         tf = np.log10 if panel.log_y else (lambda v: v)
-        x0, x1 = float(xs.min()), float(xs.max())
-        y0, y1 = float(tf(ys).min()), float(tf(ys).max())
-        if x1 <= x0:
-            x0, x1 = x0 - 0.5, x1 + 0.5
-        if y1 <= y0:
-            y0, y1 = y0 - 0.5, y1 + 0.5
-        pad = 0.05 * (y1 - y0)
-        y0, y1 = y0 - pad, y1 + pad
+        x0, x1, y0, y1 = _limits(curves, tf)
 
         painter.setPen(QPen(text))
         for value, align in ((y1, Qt.AlignmentFlag.AlignTop), (y0, Qt.AlignmentFlag.AlignBottom)):
@@ -188,6 +174,13 @@ class CurvePlot(QWidget):
         painter.drawText(axis_row, Qt.AlignmentFlag.AlignHCenter, "iteration")
         painter.drawText(axis_row, Qt.AlignmentFlag.AlignRight, f"{x1:.0f}")
 
+        self._paint_curves(painter, area, curves, (x0, x1, y0, y1), tf)
+
+    @staticmethod
+    def _paint_curves(
+        painter: QPainter, area: QRectF, curves: list[Any], limits: tuple[float, ...], tf: Any
+    ) -> None:
+        x0, x1, y0, y1 = limits
         painter.save()
         painter.setClipRect(area)
         for curve, colour, x, y in curves:
@@ -204,3 +197,31 @@ class CurvePlot(QWidget):
                     painter.drawEllipse(QPointF(a, b), 2.2, 2.2)
                 painter.setBrush(Qt.BrushStyle.NoBrush)
         painter.restore()
+
+
+def _drawable(panel: Panel) -> list[tuple[Curve, QColor, np.ndarray, np.ndarray]]:
+    """The panel's curves with something to draw: reduced, finite (and > 0 in log scale)."""
+    curves = []
+    for k, curve in enumerate(panel.curves):
+        x, y = reduce(curve.x, curve.y)
+        ok = np.isfinite(x) & np.isfinite(y)
+        if panel.log_y:
+            ok &= y > 0
+        if ok.any():
+            colour = QColor(COLOURS.get(curve.name, FALLBACK[k % len(FALLBACK)]))
+            curves.append((curve, colour, x[ok], y[ok]))
+    return curves
+
+
+def _limits(curves: list[Any], tf: Any) -> tuple[float, float, float, float]:
+    """x and (transformed) y limits of the curves, never empty, y padded by 5 %."""
+    xs = np.concatenate([c[2] for c in curves])
+    ys = np.concatenate([c[3] for c in curves])
+    x0, x1 = float(xs.min()), float(xs.max())
+    y0, y1 = float(tf(ys).min()), float(tf(ys).max())
+    if x1 <= x0:
+        x0, x1 = x0 - 0.5, x1 + 0.5
+    if y1 <= y0:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+    pad = 0.05 * (y1 - y0)
+    return x0, x1, y0 - pad, y1 + pad
