@@ -218,10 +218,16 @@ def scrolling(panel: Any, body: Any) -> None:
     napari docks a magicgui widget's ``native`` widget, so the scroll area goes inside it
     (magicgui's own ``scrollable`` would be left out of the dock).
     """
-    from qtpy.QtWidgets import QFrame, QScrollArea
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea
 
+    # Long layer names must not widen the panel past its dock: choices shrink, text elides.
+    for combo in body.native.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(8)
     area = QScrollArea()
     area.setWidgetResizable(True)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     area.setFrameShape(QFrame.Shape.NoFrame)
     area.setWidget(body.native)
     panel.native.layout().addWidget(area)
