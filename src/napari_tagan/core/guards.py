@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, ModelLoadError, NonFiniteError
+from .errors import InputError, ModelLoadError, NonFiniteError, TrainingDivergedError
 
 LOCK_NAME = ".napari-tagan.lock"
 _MB = 1024 * 1024
@@ -38,6 +38,22 @@ def check_finite(array: Any, what: str) -> None:
         )
 
 
+def check_training_pair(name: str, *pairs: tuple[Any, Any]) -> None:
+    """Refuse a training sample whose raw or normalized (raw, normalized) images are not finite.
+
+    Raw NaN/inf pixels are named as such; finite raw values that normalize to NaN/inf are
+    too large for the float32 network range (≥ 1e38).
+    """
+    for role, (raw, normed) in zip(("confocal", "STED"), pairs, strict=False):
+        check_finite(raw, f"{name} ({role})")
+        if not np.isfinite(np.asarray(normed)).all():
+            peak = float(np.max(np.abs(np.asarray(raw, np.float64))))
+            raise NonFiniteError(
+                f"{name} ({role}) holds values up to {peak:.3g}, too large to normalize in "
+                "float32; rescale the image (e.g. to 0..65535) first"
+            )
+
+
 def check_finite_range(lo: float, hi: float, what: str) -> None:
     """Refuse a (lo, hi) range that is not finite or not increasing (statistics, out_range)."""
     span = float(hi) - float(lo)
@@ -45,6 +61,13 @@ def check_finite_range(lo: float, hi: float, what: str) -> None:
         raise NonFiniteError(
             f"{what} has range {lo!r}..{hi!r}; expected finite values with low < high"
         )
+
+
+def check_losses(iteration: int, losses: Mapping[str, float]) -> None:
+    """Raise :class:`TrainingDivergedError` naming the first NaN or infinite loss term."""
+    for term, value in losses.items():
+        if not np.isfinite(value):
+            raise TrainingDivergedError(iteration, term, value)
 
 
 def conform_weights(
@@ -219,8 +242,10 @@ __all__ = [
     "check_finite",
     "check_finite_range",
     "check_finite_weights",
+    "check_losses",
     "check_not_input",
     "check_overwrite",
+    "check_training_pair",
     "conform_weights",
     "no_space_message",
     "run_folder_lock",

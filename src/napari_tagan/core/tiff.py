@@ -175,14 +175,35 @@ read_tiff = open_tiff
 
 
 def read_tiff_array(path: str | os.PathLike[str]) -> np.ndarray:
-    """The whole first series of a TIFF as a numpy array (training files are small)."""
+    """The whole first series of a TIFF as a numpy array (training files are small).
+
+    Pages of different sizes (which tifffile splits into several series) are refused
+    by name, rather than read as the first page alone.
+    """
     import tifffile
 
     p = Path(path)
     try:
-        return np.asarray(tifffile.imread(p))
+        with tifffile.TiffFile(p) as tif:
+            shapes = {tuple(page.shape) for page in tif.pages}
+            if len(shapes) > 1:
+                shown = ", ".join(str(s) for s in sorted(shapes)[:4])
+                raise InputError(
+                    f"{p.name}: its pages differ in size ({shown}); every page (channel) "
+                    "of a training file must have the same (Y, X) size"
+                )
+            return np.asarray(tif.series[0].asarray())
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(f"{p.name}: too large to read into memory") from None
     except Exception as exc:  # tifffile raises many types for broken files
-        raise InputError(f"cannot read {p.name} as a TIFF: {exc}") from exc
+        raise InputError(f"cannot read {p.name} as a TIFF: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_zarr(path: str | os.PathLike[str]) -> ImageSource:
