@@ -23,7 +23,7 @@ from safetensors.torch import save as st_save
 
 from .config import ModelConfig
 from .errors import InputError, ModelLoadError
-from .guards import check_finite_weights, conform_weights
+from .guards import check_finite_weights, check_not_input, check_overwrite, conform_weights
 from .io import atomic_write_bytes
 from .model import Provenance, TAGANModel
 from .original_checkpoints import (
@@ -299,10 +299,21 @@ def convert_original(
     *,
     epoch: str | int | None = None,
     preset: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Convert an original checkpoint (G, S and D if present) to a ``.tagan`` bundle."""
+    """Convert an original checkpoint (G, S and D if present) to a ``.tagan`` bundle.
+
+    ``output`` may not be one of the files read, nor an existing file unless ``overwrite``.
+    """
+    out = Path(output)
+    if out.suffix.lower() == ".pth":
+        raise InputError(
+            f"{out.name}: a bundle is not a .pth checkpoint; name the output {out.stem}.tagan"
+        )
+    check_not_input(out, [path, *find_original_checkpoint(path, epoch).values()])
+    check_overwrite([out], overwrite)
     model = load_original_checkpoint(path, epoch=epoch, preset=preset, with_discriminator=True)
-    return save_bundle(model, output)
+    return save_bundle(model, out)
 
 
 # --------------------------------------------------------------------------- fine-tuning
