@@ -185,8 +185,14 @@ def run_cpu(args: argparse.Namespace) -> None:
                 f"mean |Δ| {mean:.2e} (network units)",
                 flush=True,
             )
-    # Tiled against whole (same backend), on the smaller size with forced tiles.
-    side = sizes[0]
+    tiled_vs_whole(model, sizes[0])
+    if args.rss_size == 0:
+        return
+    run_rss(rss_side)
+
+
+def tiled_vs_whole(model: TAGANModel, side: int) -> None:
+    """Forced tiles against the whole image (same backend) at ``side``²."""
     image = make_image(side, seed=2)
     whole = predict(model, image, device="cpu")
     tile = side // 3
@@ -198,9 +204,6 @@ def run_cpu(args: argparse.Namespace) -> None:
         f"max |Δ| STED {d_sted:.2e} (network units), segmentation {d_seg:.2e} (probability)",
         flush=True,
     )
-    if args.rss_size == 0:
-        return
-    run_rss(rss_side)
 
 
 def run_rss(rss_side: int) -> None:

@@ -204,3 +204,22 @@ def test_warnings_are_one_line_and_the_run_goes_on(tmp_path, bundle, confocal, c
     assert lines[0].startswith("napari-tagan predict: warning: 100% of the image's pixels")
     assert "Warning" not in err and ".py" not in err
     assert (tmp_path / "out" / "bright_sted.tif").is_file()
+
+
+def test_an_original_three_channel_file_gives_its_confocal(tmp_path, bundle, capsys):
+    """confocal, STED, rings (as the reader opens it): the model gets the confocal."""
+    sample = simulate("axons", (72, 60), seed=4)
+    confocal = sample.confocal.astype(np.uint16)
+    sted = sample.sted.astype(np.uint16)
+    rings = (sample.masks[0] > 0).astype(np.uint16) * 65535
+    path = _write_tiff(
+        tmp_path / "orig.tif", np.stack([confocal, sted, rings]), metadata={"axes": "CYX"}
+    )
+    out = tmp_path / "out"
+    args = ["predict", str(path), "--model", str(bundle), "--output", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert "using its confocal" in capsys.readouterr().out
+    expected = predict(load_model(bundle), confocal)
+    got = tifffile.imread(out / "orig_sted.tif")
+    assert got.shape == confocal.shape
+    np.testing.assert_allclose(got, expected.synthetic_sted, rtol=1e-6)

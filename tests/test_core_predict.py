@@ -119,3 +119,42 @@ def test_progress_and_cancel(axons_model, confocal):
     assert seen[-1] == (3, 3)
     with pytest.raises(InterruptedError):
         predict(axons_model, confocal, should_stop=lambda: True)
+
+
+def test_run_options_are_one_object_or_keywords(axons_model, confocal):
+    from napari_tagan.core.prediction import RunOptions
+
+    options = RunOptions(backend="eager", tile=32)
+    a = predict(axons_model, confocal, options=options)
+    b = predict(axons_model, confocal, backend="eager", tile=32)
+    np.testing.assert_array_equal(a.synthetic_sted, b.synthetic_sted)
+    assert a.metadata["tile"]["generator"] == 32 and a.metadata["backend"] == "eager"
+    # keywords replace the fields of the options they are given with
+    c = predict(axons_model, confocal, options=options, tile=48)
+    assert c.metadata["tile"]["generator"] == 48
+    with pytest.raises(InputError, match="tile must be ≥ 1"):
+        RunOptions(tile=0)
+    with pytest.raises(InputError, match="unknown precision 'fp8'"):
+        RunOptions(precision="fp8")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="tiles"):
+        predict(axons_model, confocal, tiles=32)
+
+
+def test_segment_runs_s_alone_on_a_sted_like_image(axons_model, confocal):
+    from napari_tagan.core.prediction import segment
+
+    x = (legacy8(confocal) / 255.0 - 0.5) / 0.5
+    h, w = confocal.shape
+    t = torch.nn.functional.pad(
+        torch.from_numpy(x)[None, None], (0, (-w) % 4, 0, (-h) % 4), mode="reflect"
+    )
+    with torch.no_grad():
+        s = axons_model.segmenter.eval()(t)
+    expected = np.clip((s[0, :, :h, :w].numpy() + 1) / 2, 0, 1)
+    got = segment(axons_model, confocal)
+    assert got.shape == (1, h, w)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # tiled: the same (ResNet S is local)
+    np.testing.assert_allclose(segment(axons_model, confocal, tile=16), expected, atol=1e-4)
+    with pytest.raises(InputError, match="segmenter expects 1 STED channel"):
+        segment(axons_model, np.zeros((2, 16, 16)))

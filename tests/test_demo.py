@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from napari_tagan.cli import main
-from napari_tagan.demo import image_scores, otsu_foreground
+from napari_tagan.cli.demo import image_scores, otsu_foreground
 
 TINY = ["--iterations", "2", "--ngf", "4", "--train", "2", "--valid", "1", "--size", "48"]
 TINY += ["--test", "2", "--test-size", "48", "--crop", "32", "--batch-size", "2"]

@@ -138,3 +138,46 @@ def test_unknown_architectures_are_named():
         build_segmenter("resnet_9blocks", 1, 1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown discriminator"):
         build_discriminator("huge", 2)  # type: ignore[arg-type]
+
+
+def test_one_registry_names_strides_locality_and_roles():
+    from typing import get_args
+
+    from napari_tagan.core.networks import (
+        ARCHS,
+        ROLE_NAMES,
+        DiscriminatorName,
+        GeneratorName,
+        SegmenterName,
+        arch_spec,
+        stride_multiple,
+    )
+
+    # the typed config's names are exactly the registered ones, role by role
+    assert set(get_args(GeneratorName)) == set(ROLE_NAMES["generator"])
+    assert set(get_args(SegmenterName)) == set(ROLE_NAMES["segmenter"])
+    assert set(get_args(DiscriminatorName)) == set(ROLE_NAMES["discriminator"])
+    assert {n for n, s in ARCHS.items() if s.local and s.stride > 1} == {
+        "resnet_9blocks",
+        "resnet_6blocks",
+    }
+    assert ARCH_STRIDE == {"resnet_9blocks": 4, "resnet_6blocks": 4, "unet_32": 32,
+                           "unet_128": 128, "unet_256": 256}  # fmt: skip
+    assert stride_multiple("resnet_9blocks", None) == 4
+    assert stride_multiple("resnet_9blocks", "unet_32") == 32
+    assert arch_spec("unet_128").roles == {"generator", "segmenter"}
+
+
+def test_unknown_architectures_are_input_errors_everywhere():
+    from napari_tagan.core.errors import InputError
+    from napari_tagan.core.networks import stride_multiple
+    from napari_tagan.core.tiling import default_halo, receptive_field
+
+    for call in (
+        lambda: stride_multiple("unet_16"),
+        lambda: receptive_field("unet_16"),  # never a silent fall-back to blending
+        lambda: default_halo("resnet_9blocks", "segmenter"),
+        lambda: build_generator("unet_16", 1, 1),
+    ):
+        with pytest.raises(InputError, match="unknown"):
+            call()

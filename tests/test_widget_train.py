@@ -239,10 +239,10 @@ def test_clipped_16_bit_data_warns_once_per_training(make_napari_viewer, qtbot, 
 
 
 def test_mixed_precision_reaches_the_trainer(make_napari_viewer, qtbot, tmp_path, monkeypatch):
-    import napari_tagan.core.training.trainer as trainer_module
+    import napari_tagan.core.device as device_module
 
     # Our own hardware query, so that the bf16 path is taken on any CPU (emulated there).
-    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: True)
     viewer = make_napari_viewer()
     _add_set(viewer, "a", 0)
     widget = TrainWidget(viewer)

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,13 +118,13 @@ def hold_full_collections() -> Callable[[], None]:
     """Keep the objects that exist now out of Python's full garbage collections, until released.
 
     A full (generation 2) collection walks every object of the process with the GIL held:
-    with napari, Qt and torch loaded that is 0.1-0.25 s during which neither the viewer nor
-    a worker runs (measured: 17 such pauses in a 7 s enhance test, up to 0.22 s each, one of
-    them set off by the worker's allocations). While a job runs, the objects that existed
-    when it started (the viewer, its layers, the model) are frozen (:func:`gc.freeze`), so
-    collections only walk what is new. Holds nest; the last release unfreezes, and cycles
-    that became garbage meanwhile (a layer deleted during a long training) are collected
-    then. Returns the release function (calling it again does nothing).
+    with napari, Qt and torch loaded, a pause in which neither the viewer nor a worker
+    runs, set off again and again by a job's allocations. While a job runs, the objects
+    that existed when it started (the viewer, its layers, the model) are frozen
+    (:func:`gc.freeze`), so collections only walk what is new. Holds nest; the last
+    release unfreezes, and cycles that became garbage meanwhile (a layer deleted during a
+    long training) are collected then. Returns the release function (a second call does
+    nothing).
     """
     global _gc_holds
     if _gc_holds == 0:
@@ -151,9 +151,7 @@ def leave_a_core_for_the_viewer() -> int:
     Called at the start of each worker job. Under OpenMP the thread count is per calling
     thread, so the viewer's own thread is untouched. A torch pool as wide as the machine
     competes with the Qt event loop and Mesa's renderer for every core; on small machines
-    its spinning threads then stall each other (measured on 2 cores beside another busy
-    process: a tiny training iteration 0.1 s with one thread, up to 9 s with two). Returns
-    the thread count set.
+    its spinning threads then stall each other. Returns the thread count set.
     """
     import torch
 
@@ -321,22 +319,3 @@ def device_choices() -> list[str]:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         choices.append("mps")
     return choices
-
-
-def call_with_supported(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``func`` with only the keyword arguments its signature accepts.
-
-    Lets the widgets pass options (e.g. ``tile``) that newer cores understand without
-    breaking on older ones.
-    """
-    import inspect
-
-    params = inspect.signature(func).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return func(*args, **kwargs)
-
-
-def unique(items: Sequence[str]) -> list[str]:
-    """Items without repeats, in order."""
-    return list(dict.fromkeys(items))

@@ -2,8 +2,9 @@
 
 The widget gathers a layer and settings, then one worker thread loads the model (cached)
 and calls :func:`napari_tagan.core.prediction.predict` plane by plane; the results come back
-as layers named after the input, with its scale and translate. Everything below the
-``EnhanceWidget`` class line is plain numpy and can be used without Qt.
+as layers named after the input, with its scale and translate. The functions before the
+``EnhanceWidget`` class (planning planes, running them, building result layer data) take
+no viewer or widget and are usable on their own.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from magicgui.widgets import (
 from ._common import (
     RecentModels,
     Relay,
-    call_with_supported,
     device_choices,
     hold_full_collections,
     keep_choices_fresh,
@@ -144,7 +144,7 @@ def enhance_planes(
     *,
     progress: Callable[[float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    **predict_kwargs: Any,
+    **predict_args: Any,
 ) -> EnhanceOutput:
     """Run :func:`~napari_tagan.core.prediction.predict` on each planned plane of ``data``.
 
@@ -165,13 +165,8 @@ def enhance_planes(
             if progress is not None:
                 progress((i + done / max(total, 1)) / n)
 
-        result = call_with_supported(
-            predict,
-            model,
-            plane,
-            progress=plane_progress,
-            should_stop=should_stop,
-            **predict_kwargs,
+        result = predict(
+            model, plane, progress=plane_progress, should_stop=should_stop, **predict_args
         )
         out_index = tuple(idx - off for idx, off in zip(index, plan.offset, strict=True))
         if sted is None:
@@ -458,16 +453,20 @@ class EnhanceWidget(Container):
         if layer.rgb:
             show_error("Enhance: RGB layers are not microscope images; choose a grey layer")
             return None
+        from napari_tagan.core.prediction import RunOptions
+
+        options = RunOptions(
+            device=self.device.value,
+            precision=self.precision.value,
+            tile=int(self.tile.value) or None,
+        )
         settings = {
-            "device": self.device.value,
-            "precision": self.precision.value,
             "mode": self.mode.value,
             "generations": 1 if self.mode.value == "eval" else int(self.generations.value),
             "seed": int(self.seed.value),
             "segment": self.segmentation.value != "none",
+            "options": options,
         }
-        if int(self.tile.value) > 0:
-            settings["tile"] = int(self.tile.value)
         scope = self.scope.value if self.scope.enabled else "plane"
         data = layer.data[0] if layer.multiscale else layer.data
         # The plane under the sliders, in the layer's own (data) coordinates.
@@ -499,12 +498,12 @@ class EnhanceWidget(Container):
                 "preset": model.config.preset,
                 "mode": settings["mode"],
                 "generations": settings["generations"],
-                "device": output.metadata.get("device", settings["device"]),
-                "precision": settings["precision"],
+                "device": output.metadata.get("device", options.device),
+                "precision": options.precision,
             }
             if segmentation == "labels":
-                # napari builds a Labels layer's class table with pandas, imported on first
-                # use: 0.2 s on the main thread unless it is already imported, here.
+                # napari builds a Labels layer's class table with pandas: imported here,
+                # in the worker, not on first use on the main thread.
                 import pandas  # noqa: F401
 
             layers = result_layers(
@@ -562,9 +561,8 @@ class EnhanceWidget(Container):
     def _insert_next(self) -> None:
         """Add one result layer, then let the event loop run before the next one.
 
-        Adding a layer is napari's main-thread work (0.1-0.2 s for a new layer, its
-        controls and its GL visual); one per event-loop turn keeps the viewer painting
-        and answering in between.
+        Adding a layer (its controls and GL visual) is napari's main-thread work; one per
+        event-loop turn keeps the viewer painting and answering in between.
         """
         from qtpy.QtCore import QTimer
 

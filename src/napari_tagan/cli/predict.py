@@ -80,6 +80,55 @@ def stack_axes(source: Any, channels: int) -> str:
     )
 
 
+# --- original TA-GAN files ------------------------------------------------------------------
+# TODO(layouts): point at core/layouts.py's table once it exists (the reader's layouts).
+
+#: Channels-first TA-GAN layouts by channel count: (confocal channels, mask channels).
+_TAGAN_FILE_CHANNELS: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    3: ((0,), (2,)),  # axons, nanodomains: confocal, STED, mask
+    4: ((0,), (2, 3)),  # dendrites: confocal, STED, rings, fibers
+    6: ((0, 3), (2, 5)),  # synprot: per colour confocal, STED, spots
+}
+_MASK_ON_VALUES = (1, 255, 32768, 65535)
+
+
+def _is_mask(channel: Any) -> bool:
+    import numpy as np
+
+    values = np.unique(np.asarray(channel))
+    return values.size <= 2 and all(v == 0 or v in _MASK_ON_VALUES for v in values)
+
+
+def tagan_file_confocal(source: Any, channels: int) -> Any:
+    """``source`` reduced to its confocal channel(s) if it is an original TA-GAN file.
+
+    A (C, Y, X) integer image whose channel count is a TA-GAN layout's, whose mask
+    channels are binary and whose other channels are not, holds confocal, STED and masks
+    (as the reader opens it): the model gets the confocal. Anything else is unchanged.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    data, axes = source.data, source.axes
+    if len(data.shape) != 3 or axes[:1] in ("Z", "T") or min(data.shape[1:]) < 8:
+        return source
+    if not np.issubdtype(np.dtype(data.dtype), np.integer):
+        return source
+    confocal, masks = _TAGAN_FILE_CHANNELS.get(int(data.shape[0]), ((), ()))
+    images = [i for i in range(int(data.shape[0])) if i not in masks]
+    if len(confocal) != channels or not all(_is_mask(data[i]) for i in masks):
+        return source
+    if any(_is_mask(data[i]) for i in images):
+        return source
+    picked = data[confocal[0]] if channels == 1 else np.stack([data[i] for i in confocal])
+    print(f"{source.path}: an original TA-GAN file (confocal, STED, masks): using its confocal")
+    return dataclasses.replace(source, data=picked, axes="YX" if channels == 1 else "CYX")
+
+
+# --- running -----------------------------------------------------------------------------
+
+
 def _output_axes(layout: str, *, segmentation: bool) -> str:
     if segmentation:  # classes take the place of channels
         return "ZCYX" if layout[0] in "ZT" else "CYX"
@@ -87,94 +136,105 @@ def _output_axes(layout: str, *, segmentation: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:  # noqa: D103
-    from tqdm import tqdm
-
     from napari_tagan.core.checkpoints import load_model
     from napari_tagan.core.errors import InputError
-    from napari_tagan.core.prediction import predict
-    from napari_tagan.core.tiff import expand_inputs, read_image, write_float32_tiff
+    from napari_tagan.core.prediction import RunOptions
+    from napari_tagan.core.tiff import expand_inputs
 
     if args.generations < 1:
         raise InputError(f"--generations must be ≥ 1, got {args.generations}")
-    mode = args.mode or ("mc" if args.generations > 1 else "eval")
     if args.tile is not None and args.tile < 1:
         raise InputError(f"--tile must be ≥ 1, got {args.tile}")
     if args.halo is not None and args.halo < 0:
         raise InputError(f"--halo must be ≥ 0, got {args.halo}")
+    options = RunOptions(
+        device=args.device, precision=args.precision, tile=args.tile, halo=args.halo
+    )
     paths = expand_inputs(args.inputs)
     model = load_model(args.model, epoch=args.epoch, preset=args.preset)
-    channels = model.config.image_channels
-    # Open every input (headers only) before predicting anything.
-    sources = [read_image(p) for p in paths]
+    sources, layouts = _open_inputs(paths, model.config.image_channels)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for source, layout in zip(sources, layouts, strict=True):
+        result = _predict_one(model, source, layout, options, args)
+        _write_results(out_dir, source, layout, result)
+    print(f"wrote results for {len(sources)} image(s) to {out_dir}")
+    return 0
+
+
+def _open_inputs(paths: list[Path], channels: int) -> tuple[list[Any], list[str]]:
+    """Open every input (headers only) and find its layout before predicting anything."""
+    from napari_tagan.core.errors import InputError
+    from napari_tagan.core.tiff import read_image
+
+    sources = [tagan_file_confocal(read_image(p), channels) for p in paths]
     layouts = [stack_axes(s, channels) for s in sources]
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise InputError(f"several inputs are named {dup[0]!r}: their outputs would collide")
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for source, layout in zip(sources, layouts, strict=True):
-        bar = tqdm(
-            total=0,
-            desc=source.name,
-            unit="tile",
-            disable=args.no_progress,
-            dynamic_ncols=True,
-            leave=True,
+    return sources, layouts
+
+
+def _predict_one(
+    model: Any, source: Any, layout: str, options: Any, args: argparse.Namespace
+) -> Any:
+    """One input through the model, with a progress bar; errors name the input."""
+    from tqdm import tqdm
+
+    from napari_tagan.core.errors import InputError
+    from napari_tagan.core.prediction import predict
+
+    bar = tqdm(
+        total=0,
+        desc=source.name,
+        unit="tile",
+        disable=args.no_progress,
+        dynamic_ncols=True,
+        leave=True,
+    )
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        return predict(
+            model,
+            source.data,
+            mode=args.mode or ("mc" if args.generations > 1 else "eval"),
+            generations=args.generations,
+            seed=args.seed,
+            axes=layout,
+            options=options,
+            progress=progress,
         )
+    except InputError as exc:
+        raise InputError(f"{source.path}: {exc}") from None
+    finally:
+        bar.close()
 
-        def progress(done: int, total: int, bar: Any = bar) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
 
-        try:
-            result = predict(
-                model,
-                source.data,
-                device=args.device,
-                mode=mode,
-                generations=args.generations,
-                seed=args.seed,
-                axes=layout,
-                tile=args.tile,
-                halo=args.halo,
-                precision=args.precision,
-                progress=progress,
-            )
-        except InputError as exc:
-            raise InputError(f"{source.path}: {exc}") from None
-        finally:
-            bar.close()
-        meta = result.metadata
-        provenance = {
-            "input": str(source.path),
-            **{k: v for k, v in meta.items() if k != "normalization_stats"},
-        }
-        common = {"pixel_size": source.pixel_size, "provenance": provenance}
+def _write_results(out_dir: Path, source: Any, layout: str, result: Any) -> None:
+    """X_sted.tif, X_seg.tif and X_sted_std.tif (as computed), with provenance."""
+    from napari_tagan.core.tiff import write_float32_tiff
+
+    provenance = {
+        "input": str(source.path),
+        **{k: v for k, v in result.metadata.items() if k != "normalization_stats"},
+    }
+    outputs = [("sted", "synthetic STED", result.synthetic_sted, provenance)]
+    if result.segmentation is not None:
+        seg_provenance = {**provenance, "classes": list(result.class_names)}
+        outputs.append(("seg", "segmentation", result.segmentation, seg_provenance))
+    if result.variability is not None:
+        outputs.append(("sted_std", "variability", result.variability, provenance))
+    for suffix, what, data, meta in outputs:
         write_float32_tiff(
-            out_dir / f"{source.name}_sted.tif",
-            result.synthetic_sted,
-            axes=_output_axes(layout, segmentation=False),
-            name=f"{source.name} synthetic STED",
-            **common,
+            out_dir / f"{source.name}_{suffix}.tif",
+            data,
+            axes=_output_axes(layout, segmentation=suffix == "seg"),
+            name=f"{source.name} {what}",
+            pixel_size=source.pixel_size,
+            provenance=meta,
         )
-        if result.segmentation is not None:
-            provenance_seg = {**provenance, "classes": list(result.class_names)}
-            write_float32_tiff(
-                out_dir / f"{source.name}_seg.tif",
-                result.segmentation,
-                axes=_output_axes(layout, segmentation=True),
-                name=f"{source.name} segmentation",
-                pixel_size=source.pixel_size,
-                provenance=provenance_seg,
-            )
-        if result.variability is not None:
-            write_float32_tiff(
-                out_dir / f"{source.name}_sted_std.tif",
-                result.variability,
-                axes=_output_axes(layout, segmentation=False),
-                name=f"{source.name} variability",
-                **common,
-            )
-    print(f"wrote results for {len(sources)} image(s) to {out_dir}")
-    return 0

@@ -20,7 +20,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -31,9 +31,14 @@ from .errors import InputError
 from .io import atomic_output
 
 BackendName = Literal["auto", "eager", "channels_last", "onnx"]
-BACKENDS: tuple[str, ...] = ("auto", "eager", "channels_last", "onnx")
+BACKENDS: tuple[str, ...] = get_args(BackendName)
 Precision = Literal["fp32", "bf16", "fp16"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+#: With ``backend="auto"``, images of at least this many pixels use ONNX Runtime on the
+#: CPU even when no export is cached yet (the export costs about as much as this much
+#: eager work at full width).
+ONNX_AUTO_MIN_PIXELS = 1 << 20
 
 #: ``run(batch, release=False)``; ``release=True`` on a pass's last batch gives the memory
 #: that the runs held back to the system (ONNX Runtime's arena; eager frees as it goes).
@@ -100,11 +105,9 @@ _ARENA_LOCK = threading.Lock()
 def _shared_arena() -> bool:
     """Register one CPU memory arena for all our sessions (once per process).
 
-    Measured on G then S, whole 1024² image: each session with its own arena and memory
-    pattern held 5.6 GB and kept it; no arena at all was 1.72 GB but 15-30 % slower (every
-    run faults its memory in afresh); one shared arena, grown by what is requested and
-    given back after a pass (``release``), held 1.3 GB with no page faults after the first
-    run and the best speed.
+    An arena per session keeps each one's peak; no arena faults memory in afresh on every
+    run; one shared arena, grown on demand and given back after a pass (``release``),
+    holds the least with no page faults after the first run.
     """
     with _ARENA_LOCK:
         if _ARENA:
@@ -149,7 +152,7 @@ def onnx_session(net: nn.Module, in_channels: int, stride: int, *, use_disk_cach
     if _shared_arena():
         options.add_session_config_entry("session.use_env_allocators", "1")
         # Per-tensor allocations from the shared arena, not one planned block per input
-        # shape (which the arena kept beside the scattered first run's: 1.9 GB for G).
+        # shape (which the arena would keep beside the first run's).
         options.enable_mem_pattern = False
     else:  # pragma: no cover - only when ONNX Runtime refuses the shared arena
         options.enable_cpu_mem_arena = False
@@ -171,6 +174,34 @@ def _autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def choose_backend(
+    requested: str,
+    net: nn.Module,
+    in_channels: int,
+    *,
+    device: torch.device,
+    mode: str,
+    precision: str,
+    pixels: int,
+) -> str:
+    """The backend ``requested`` names, or for ``auto`` the fastest one that fits the run.
+
+    ``auto``: channels-last for bf16 on the CPU (oneDNN's bf16 convolutions want NHWC);
+    ONNX Runtime for eval-mode fp32 on the CPU when installed and the work repays the
+    export (``pixels`` ≥ :data:`ONNX_AUTO_MIN_PIXELS`, or ``net`` already exported);
+    else eager.
+    """
+    if requested != "auto":
+        return requested
+    if device.type == "cpu" and precision == "bf16":
+        return "channels_last"
+    if device.type != "cpu" or mode != "eval" or precision != "fp32" or not onnx_available():
+        return "eager"
+    if pixels >= ONNX_AUTO_MIN_PIXELS or has_cached_export(net, in_channels):
+        return "onnx"
+    return "eager"
 
 
 def check_precision(precision: str, device: torch.device) -> None:

@@ -8,28 +8,21 @@ therefore part of the file format: moving a layer breaks checkpoint compatibilit
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
+from .errors import InputError
+
 NormName = Literal["batch", "instance", "none"]
+# Static names for the typed config; they must list what :data:`ARCHS` registers per role.
 GeneratorName = Literal["resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256"]
 SegmenterName = Literal["resnet_6blocks", "unet_128", "unet_32"]
 DiscriminatorName = Literal["basic", "n_layers", "pixel"]
 InitName = Literal["normal", "xavier", "kaiming", "orthogonal"]
-
-#: Down-sampling factor of each architecture: inputs must be multiples of it.
-ARCH_STRIDE: dict[str, int] = {
-    "resnet_9blocks": 4,
-    "resnet_6blocks": 4,
-    "unet_32": 32,
-    "unet_128": 128,
-    "unet_256": 256,
-}
-
-_UNET_DOWNS = {"unet_32": 5, "unet_128": 7, "unet_256": 8}
-_RESNET_BLOCKS = {"resnet_9blocks": 9, "resnet_6blocks": 6}
 
 
 def _norm(norm: NormName, channels: int) -> nn.Module:
@@ -39,7 +32,7 @@ def _norm(norm: NormName, channels: int) -> nn.Module:
         return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
     if norm == "none":
         return nn.Identity()
-    raise ValueError(f"norm must be 'batch', 'instance' or 'none', got {norm!r}")
+    raise InputError(f"norm must be 'batch', 'instance' or 'none', got {norm!r}")
 
 
 def _conv_bias(norm: NormName) -> bool:
@@ -205,7 +198,7 @@ class UnetGenerator(nn.Module):
     ) -> None:
         super().__init__()
         if num_downs < 5:
-            raise ValueError(f"a U-Net needs at least 5 levels, got {num_downs}")
+            raise InputError(f"a U-Net needs at least 5 levels, got {num_downs}")
         block = UnetSkipBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
         for _ in range(num_downs - 5):
             block = UnetSkipBlock(ngf * 8, ngf * 8, submodule=block, norm=norm, dropout=dropout)
@@ -275,6 +268,106 @@ class PixelDiscriminator(nn.Module):
         return self.net(x)
 
 
+Role = Literal["generator", "segmenter", "discriminator"]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One architecture: how to build it for each role it can play, and how it tiles."""
+
+    name: str
+    #: Inputs must be multiples of it (the total down-sampling factor).
+    stride: int
+    #: Finite receptive field: tiles with a large enough halo are exact (else blended).
+    local: bool
+    #: Constructor per role. G: ``(input_nc, output_nc, width, norm, dropout)``;
+    #: S: ``(input_nc, output_nc, width, norm)``; D: ``(input_nc, width, norm, n_layers)``.
+    builders: Mapping[str, Callable[..., nn.Module]]
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """The roles (``generator``, ``segmenter``, ``discriminator``) it can play."""
+        return frozenset(self.builders)
+
+
+def _resnet(n_blocks: int) -> Mapping[str, Callable[..., nn.Module]]:
+    return {
+        "generator": lambda i, o, w, norm, dropout: ResnetGenerator(
+            i, o, w, norm, n_blocks, 0.5 if dropout else 0.0
+        ),
+        # Segmenter blocks hold no Dropout layer (the original's layout).
+        "segmenter": lambda i, o, w, norm: ResnetGenerator(i, o, w, norm, n_blocks, None),
+    }
+
+
+def _unet(downs: int) -> Mapping[str, Callable[..., nn.Module]]:
+    return {
+        "generator": lambda i, o, w, norm, dropout: UnetGenerator(i, o, downs, w, norm, dropout),
+        "segmenter": lambda i, o, w, norm: UnetGenerator(i, o, downs, w, norm, dropout=False),
+    }
+
+
+def _only(
+    builders: Mapping[str, Callable[..., nn.Module]], role: str
+) -> Mapping[str, Callable[..., nn.Module]]:
+    return {role: builders[role]}
+
+
+#: Every architecture by name (like torchvision's model registry): adding a network is an
+#: entry here and its name in the matching ``*Name`` literal above (a test checks both).
+ARCHS: dict[str, ArchSpec] = {
+    "resnet_9blocks": ArchSpec("resnet_9blocks", 4, True, _only(_resnet(9), "generator")),
+    "resnet_6blocks": ArchSpec("resnet_6blocks", 4, True, _resnet(6)),
+    "unet_32": ArchSpec("unet_32", 32, False, _only(_unet(5), "segmenter")),
+    "unet_128": ArchSpec("unet_128", 128, False, _unet(7)),
+    "unet_256": ArchSpec("unet_256", 256, False, _only(_unet(8), "generator")),
+    "basic": ArchSpec(
+        "basic",
+        1,
+        True,
+        {"discriminator": lambda i, w, norm, n: NLayerDiscriminator(i, w, 3, norm)},
+    ),
+    "n_layers": ArchSpec(
+        "n_layers",
+        1,
+        True,
+        {"discriminator": lambda i, w, norm, n: NLayerDiscriminator(i, w, n, norm)},
+    ),
+    "pixel": ArchSpec(
+        "pixel", 1, True, {"discriminator": lambda i, w, norm, n: PixelDiscriminator(i, w, norm)}
+    ),
+}
+
+#: The names each role accepts, from the registry.
+ROLE_NAMES: dict[str, tuple[str, ...]] = {
+    role: tuple(n for n, spec in ARCHS.items() if role in spec.roles) for role in get_args(Role)
+}
+
+#: Down-sampling factor of each generator/segmenter architecture (derived from
+#: :data:`ARCHS`; kept for callers not yet switched to :func:`stride_multiple`).
+ARCH_STRIDE: dict[str, int] = {
+    n: spec.stride for n, spec in ARCHS.items() if spec.roles & {"generator", "segmenter"}
+}
+
+
+def arch_spec(name: str, role: str | None = None) -> ArchSpec:
+    """The registered architecture ``name`` (able to play ``role``); unknown: InputError."""
+    spec = ARCHS.get(name)
+    if spec is None or (role is not None and role not in spec.roles):
+        what = role or "architecture"
+        names = ROLE_NAMES[role] if role in ROLE_NAMES else tuple(ARCHS)
+        raise InputError(f"unknown {what} {name!r}; expected one of {', '.join(names)}")
+    return spec
+
+
+def stride_multiple(*archs: str | None) -> int:
+    """Side lengths that networks ``archs`` all accept: multiples of their largest stride.
+
+    None entries (no segmenter) are skipped.
+    """
+    return max((arch_spec(a).stride for a in archs if a is not None), default=1)
+
+
 def build_generator(
     arch: GeneratorName,
     input_nc: int,
@@ -284,15 +377,8 @@ def build_generator(
     dropout: bool = True,
 ) -> nn.Module:
     """Build a generator with the original layout (see the module docstring)."""
-    if arch in _RESNET_BLOCKS:
-        return ResnetGenerator(
-            input_nc, output_nc, ngf, norm, _RESNET_BLOCKS[arch], 0.5 if dropout else 0.0
-        )
-    if arch in ("unet_128", "unet_256"):
-        return UnetGenerator(input_nc, output_nc, _UNET_DOWNS[arch], ngf, norm, dropout)
-    raise ValueError(
-        f"unknown generator {arch!r}; expected one of resnet_9blocks, resnet_6blocks, "
-        "unet_128, unet_256"
+    return arch_spec(arch, "generator").builders["generator"](
+        input_nc, output_nc, ngf, norm, dropout
     )
 
 
@@ -300,13 +386,7 @@ def build_segmenter(
     arch: SegmenterName, input_nc: int, output_nc: int, nsf: int = 64, norm: NormName = "batch"
 ) -> nn.Module:
     """Build a segmenter: like a generator, but its residual blocks hold no Dropout."""
-    if arch == "resnet_6blocks":
-        return ResnetGenerator(input_nc, output_nc, nsf, norm, 6, block_dropout=None)
-    if arch in _UNET_DOWNS:
-        return UnetGenerator(input_nc, output_nc, _UNET_DOWNS[arch], nsf, norm, dropout=False)
-    raise ValueError(
-        f"unknown segmenter {arch!r}; expected one of resnet_6blocks, unet_128, unet_32"
-    )
+    return arch_spec(arch, "segmenter").builders["segmenter"](input_nc, output_nc, nsf, norm)
 
 
 def build_discriminator(
@@ -317,13 +397,9 @@ def build_discriminator(
     n_layers: int = 3,
 ) -> nn.Module:
     """Build a discriminator; ``input_nc`` is confocal + STED channels (conditional D)."""
-    if arch == "basic":
-        return NLayerDiscriminator(input_nc, ndf, 3, norm)
-    if arch == "n_layers":
-        return NLayerDiscriminator(input_nc, ndf, n_layers, norm)
-    if arch == "pixel":
-        return PixelDiscriminator(input_nc, ndf, norm)
-    raise ValueError(f"unknown discriminator {arch!r}; expected basic, n_layers or pixel")
+    return arch_spec(arch, "discriminator").builders["discriminator"](
+        input_nc, ndf, norm, n_layers
+    )
 
 
 def init_weights(net: nn.Module, init_type: InitName = "normal", gain: float = 0.02) -> nn.Module:
@@ -340,7 +416,7 @@ def init_weights(net: nn.Module, init_type: InitName = "normal", gain: float = 0
             elif init_type == "orthogonal":
                 nn.init.orthogonal_(m.weight, gain=gain)
             else:
-                raise ValueError(
+                raise InputError(
                     f"unknown init {init_type!r}; expected normal, xavier, kaiming or orthogonal"
                 )
             if m.bias is not None:

@@ -17,9 +17,12 @@ halo makes them exact: neighbouring windows overlap and are blended across each 
 boundary with linear ramps. The ramps are planned with the tiles (:attr:`Tile.ramps`) so
 that the weights of all windows covering a pixel sum to one everywhere (a partition of
 unity, whatever the tile, halo and image size), which removes seams. The remaining
-deviation from a whole-image forward comes from the missing far context (measured in
-``tests/test_tiling.py``: mean absolute difference of the probabilities well under 0.05
-for the tiny test U-Net).
+deviation from a whole-image forward comes from the missing far context (bounded in
+``tests/test_tiling.py``).
+
+Which architectures are local (exactly tileable) and their strides come from
+:data:`~napari_tagan.core.networks.ARCHS`; an unregistered name is an error, never a
+silent fall-back to blending.
 """
 
 from __future__ import annotations
@@ -32,10 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .networks import ARCH_STRIDE, build_generator, build_segmenter
-
-#: Architectures whose receptive field is finite (tiles can be exact).
-LOCAL_ARCHS: frozenset[str] = frozenset({"resnet_9blocks", "resnet_6blocks"})
+from .errors import InputError
+from .networks import arch_spec, build_generator, build_segmenter
 
 #: Default halo of U-Nets (pixels, before rounding up to the stride): the overlap of
 #: neighbouring windows is twice this.
@@ -60,12 +61,6 @@ class Tile:
         """(height, width) of the window."""
         y0, y1, x0, x1 = self.window
         return y1 - y0, x1 - x0
-
-    def core_in_window(self) -> tuple[slice, slice]:
-        """Slices selecting the core from an array of the window's shape."""
-        y0, y1, x0, x1 = self.core
-        wy, _, wx, _ = self.window
-        return slice(y0 - wy, y1 - wy), slice(x0 - wx, x1 - wx)
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -128,10 +123,10 @@ def tile_plan(
     """
     h, w = (int(s) for s in shape)
     if h < 1 or w < 1 or h % multiple or w % multiple:
-        raise ValueError(f"shape {shape} must be positive multiples of {multiple}")
+        raise InputError(f"shape {shape} must be positive multiples of {multiple}")
     ty, tx = (tile, tile) if isinstance(tile, int) else tile
     if ty < 1 or tx < 1 or halo < 0:
-        raise ValueError(f"tile must be ≥ 1 and halo ≥ 0, got tile={tile}, halo={halo}")
+        raise InputError(f"tile must be ≥ 1 and halo ≥ 0, got tile={tile}, halo={halo}")
     ty, tx, halo = round_up(ty, multiple), round_up(tx, multiple), round_up(halo, multiple)
     least = round_up(min_window, multiple)
     return [
@@ -158,14 +153,12 @@ def _axis_weights(w0: int, w1: int, c0: int, c1: int, r0: int, r1: int) -> np.nd
     return weights
 
 
-def blend_weights(tile: Tile, shape: tuple[int, int] | None = None) -> np.ndarray:
+def blend_weights(tile: Tile) -> np.ndarray:
     """(window_h, window_w) float32 blending weights of a tile (U-Nets).
 
     Summed over all tiles of one :func:`tile_plan`, the weights are one at every pixel
-    (up to rounding); they are zero in the part of the halo beyond the ramps. ``shape``
-    is accepted for compatibility and unused.
+    (up to rounding); they are zero in the part of the halo beyond the ramps.
     """
-    del shape
     (y0, y1, x0, x1), (cy0, cy1, cx0, cx1) = tile.window, tile.core
     ry0, ry1, rx0, rx1 = tile.ramps
     wy = _axis_weights(y0, y1, cy0, cy1, ry0, ry1)
@@ -232,9 +225,10 @@ def receptive_field(arch: str, role: str = "generator") -> int | None:
 
     Cached per (arch, role); measured on a narrow replica of the same depth.
     """
-    if arch not in LOCAL_ARCHS:
+    spec = arch_spec(arch, role)
+    if not spec.local:
         return None
-    stride = ARCH_STRIDE[arch]
+    stride = spec.stride
     torch_state = torch.random.get_rng_state()
     try:
         with torch.inference_mode(False), torch.enable_grad():
@@ -249,7 +243,7 @@ def default_halo(arch: str, role: str = "generator") -> int:
 
     U-Nets get :data:`UNET_HALO` rounded up to their stride (a blending overlap).
     """
-    stride = ARCH_STRIDE[arch]
+    stride = arch_spec(arch, role).stride
     r = receptive_field(arch, role)
     return round_up(UNET_HALO if r is None else r, stride)
 
