@@ -23,7 +23,13 @@ from safetensors.torch import save as st_save
 
 from .config import ModelConfig
 from .errors import InputError, ModelLoadError
-from .guards import check_finite_weights, check_not_input, check_overwrite, conform_weights
+from .guards import (
+    check_finite_range,
+    check_finite_weights,
+    check_not_input,
+    check_overwrite,
+    conform_weights,
+)
 from .io import atomic_write_bytes
 from .model import Provenance, TAGANModel
 from .original_checkpoints import (
@@ -202,6 +208,9 @@ def _bundle_metadata(path: Path, meta: Mapping[str, Any]) -> tuple[ModelConfig, 
     except (KeyError, ValueError, TypeError, RecursionError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelLoadError(f"{path.name} has unreadable metadata: {first}") from None
+    for field_name in ("out_range", "mask_range"):
+        source = config.normalization if field_name == "out_range" else config
+        check_finite_range(*getattr(source, field_name), f"{path.name}'s {field_name}")
     return config, provenance, state_json
 
 
