@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .core.layouts import FileLayout, recognise
-from .core.tiff import TIFF_SUFFIXES, tiff_pixel_size
+from .core.tiff import TIFF_SUFFIXES, check_memory, tiff_pixel_size
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
@@ -74,6 +74,8 @@ def _readable_tiff(path: str | os.PathLike[str]) -> bool:
                 ends = np.add(page.dataoffsets, page.databytecounts, dtype=np.int64)
                 if ends.size and int(ends.max()) > size:
                     return False
+            first = tif.pages.first
+            check_memory(int(np.prod(first.chunks)) * first.dtype.itemsize, p.name)
     except Exception:  # tifffile raises many types on malformed files: "not ours to read"
         return False
     return True

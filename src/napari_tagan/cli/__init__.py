@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sys
 import warnings
 from collections.abc import Sequence
@@ -46,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-tagan`` script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # tifffile logs its parsing doubts about odd files; what matters reaches the user as
+    # our one-line error, so its warnings would only add lines
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     with warnings.catch_warnings():
         # our warnings are for the user: shown (once each), one line, no source line
         warnings.filterwarnings("default", module=r"napari_tagan\b")

@@ -216,10 +216,12 @@ def open_tiff(path: str | os.PathLike[str]) -> ImageSource:
             import zarr
 
             data = GuardedArray(zarr.open(tifffile.imread(p, aszarr=True), mode="r"), p)
-    except (tifffile.TiffFileError, ValueError, KeyError, IndexError, OSError) as exc:
-        raise InputError(f"{p}: cannot read it as a TIFF image ({_first_line(exc)})") from None
+    except InputError:
+        raise
     except MemoryError:
         raise InputError(f"{p}: its header describes more than memory can hold") from None
+    except Exception as exc:  # tifffile raises many types on malformed headers
+        raise InputError(f"{p}: cannot read it as a TIFF image ({_first_line(exc)})") from None
     # Drop singleton axes (ImageJ writes TZCYX-style shapes with ones).
     while len(shape) > 2 and shape[0] == 1:
         data, shape, axes = data[0], shape[1:], axes[1:]

@@ -187,7 +187,8 @@ def plane_reader(
         raw = read_window(chw, window, (h, w), pad_mode)
         if lazy:
             check_finite(raw)
-        x, _ = normalize(raw, cfg.normalization, stats)
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            x, _ = normalize(raw, cfg.normalization, stats)
         check_normalized(x, raw)
         if extra is not None:
             x = np.concatenate([x, read_window(extra, window, (h, w), pad_mode)], 0)
