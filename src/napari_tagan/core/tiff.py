@@ -179,17 +179,26 @@ class GuardedArray:
         return out if dtype is None else out.astype(dtype, copy=False)
 
 
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux's MemAvailable, else free pages), or None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def check_memory(nbytes: int, what: str) -> None:
     """Refuse a single read of ``nbytes`` that the available memory cannot hold."""
-    try:
-        import psutil
-
-        available = int(psutil.virtual_memory().available)
-    except ImportError:
-        try:
-            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return
+    available = _available_memory()
+    if available is None:
+        return
     if nbytes > available:
         raise InputError(
             f"{what} needs {nbytes / 2**20:.0f} MB to read, but only "
