@@ -225,6 +225,10 @@ CASES: dict[str, tuple[str, str]] = {
         "train --data {data} --preset axons --output {locked} --iterations 1",
         r"another run \(process",
     ),
+    "predict into a locked folder": (
+        "predict {image} --model {good} --output {locked}",
+        r"another run \(process",
+    ),
     # tracebacks where a message is due
     "corrupt zlib tile": ("predict {corrupt} --model {good} --output {out}", r"corrupt\.tif"),
     "truncated tiff": ("predict {trunc} --model {good} --output {out}", r"trunc\.tif"),

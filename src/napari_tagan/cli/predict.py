@@ -144,6 +144,7 @@ def _output_axes(layout: str, *, segmentation: bool) -> str:
 def run(args: argparse.Namespace) -> int:  # noqa: D103
     from napari_tagan.core.checkpoints import load_model
     from napari_tagan.core.errors import InputError
+    from napari_tagan.core.guards import run_folder_lock
     from napari_tagan.core.prediction import RunOptions
     from napari_tagan.core.tiff import expand_inputs
 
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
     sources, layouts = _open_inputs(paths, model.config.image_channels)
     plan_outputs(out_dir, sources, model, args)
     failed: list[str] = []
-    with _removed_if_empty(out_dir):
+    with _removed_if_empty(out_dir), run_folder_lock(out_dir):  # one writer per folder
         for source, layout in zip(sources, layouts, strict=True):
             try:
                 result = _predict_one(model, source, layout, options, args)
@@ -198,7 +199,8 @@ def plan_outputs(out_dir: Path, sources: list[Any], model: Any, args: argparse.N
 
     planes = 1 + (model.config.n_classes if model.segmenter is not None else 0)
     planes += model.config.output_nc if args.generations > 1 else 0
-    names = ["sted", "seg", "sted_std"]
+    names = ["sted"] + ["seg"] * (model.segmenter is not None)
+    names += ["sted_std"] * (args.generations > 1)
     planned = [out_dir / f"{s.name}_{n}.tif" for s in sources for n in names]
     check_overwrite(planned, args.overwrite)
     nbytes = sum(4 * planes * math.prod(int(n) for n in s.data.shape) for s in sources)
