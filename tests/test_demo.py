@@ -69,11 +69,11 @@ def test_otsu_foreground_finds_a_bright_object_on_noise():
 def test_demo_amp_trains_in_mixed_precision_where_the_cpu_can(
     tmp_path, capsys, monkeypatch, hardware
 ):
-    import napari_tagan.core.training.trainer as trainer_module
+    import napari_tagan.core.device as device_module
     from napari_tagan.core import read_bundle
 
     # Our own hardware query: both branches on any CPU (bf16 is emulated where it lacks).
-    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: hardware)
+    monkeypatch.setattr(device_module, "cpu_has_native_bf16", lambda: hardware)
     out = tmp_path / "demo"
     assert main(["demo", "--output", str(out), "--amp", *TINY]) == 0
     captured = capsys.readouterr()

@@ -37,6 +37,7 @@ def test_every_contribution_is_discovered_and_importable(manifest):
         "Enhance",
         "Annotate",
         "Train / fine-tune",
+        "Guide acquisition",
     }
     assert [r.command for r in contributions.readers] == ["napari-tagan.read_tiff"]
     assert {tuple(w.layer_types) for w in contributions.writers} == {("image",), ("labels",)}
@@ -60,7 +61,12 @@ def test_napari_lists_widgets_reader_and_writers(manifest):
     from napari.plugins import _npe2
 
     docks = dict(contrib for kind, contrib in _npe2.widget_iterator() if kind == "dock")
-    assert docks["napari-tagan"] == ["Enhance", "Annotate", "Train / fine-tune"]
+    assert docks["napari-tagan"] == [
+        "Enhance",
+        "Annotate",
+        "Train / fine-tune",
+        "Guide acquisition",
+    ]
     readers = _npe2.get_readers("cell.tif")
     assert "napari-tagan" in readers
     writers = [w.command for w in manifest.contributions.writers]
@@ -73,7 +79,7 @@ def test_startup_modules_do_not_import_torch():
         import sys
         import napari_tagan._reader, napari_tagan._writer, napari_tagan._sample_data
         import napari_tagan._widgets._enhance, napari_tagan._widgets._annotate
-        import napari_tagan._widgets._train
+        import napari_tagan._widgets._train, napari_tagan._widgets._guide
         heavy = [m for m in ("torch", "napari_tagan.core.model") if m in sys.modules]
         assert not heavy, heavy
         """

@@ -66,6 +66,8 @@ def test_wheel_contains_the_manifest_content(tmp_path):
 DECLARED_NOT_IMPORTED = {
     "npe2",  # reads napari.yaml, the plugin's manifest
     "pyqt6",  # the Qt binding qtpy finds
+    "bioimageio-spec",  # imported as bioimageio.spec, a namespace shared with bioimageio.core
+    "distributed",  # imported as dask.distributed
 }
 IMPORTED_NOT_DECLARED = {"pandas"}  # napari's own dependency, imported early to warm it
 
@@ -80,7 +82,11 @@ def test_declared_dependencies_are_the_imported_ones():
     extras = project["optional-dependencies"]
     runtime = [
         *project["dependencies"],
-        *(r for k in ("napari", "qt", "demo", "zarr") for r in extras[k]),
+        *(
+            r
+            for k in ("napari", "qt", "demo", "zarr", "omezarr", "distributed", "bioimageio")
+            for r in extras[k]
+        ),
     ]
     declared = {_canonical(re.match(r"[A-Za-z0-9_.-]+", r)[0]) for r in runtime}
     declared -= {"napari-tagan"}

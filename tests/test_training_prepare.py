@@ -8,8 +8,7 @@ import torch
 from napari_tagan.cli import build_parser
 from napari_tagan.cli.train import _prepare
 from napari_tagan.core import TAGANModel, preset_config, save_bundle
-from napari_tagan.core.checkpoints import InvalidSettingsError
-from napari_tagan.core.errors import InputError
+from napari_tagan.core.errors import ConfigError, ConfigProblem, InputError
 from napari_tagan.core.simulate import simulate, write_dataset
 from napari_tagan.core.training import TrainerCallbacks, dataset_from_arrays
 from napari_tagan.core.training.prepare import (
@@ -21,6 +20,7 @@ from napari_tagan.core.training.prepare import (
 )
 
 WIDTH = {"ngf": 4, "nsf": 4, "ndf": 4}
+NOT_AN_INTEGER = "Input should be a valid integer, unable to parse string as an integer"
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +98,8 @@ def test_resume_continues_the_saved_run(tmp_path):
         (RunStart("out", resume=True, overrides={"lr": 1}, segmenter="s.tagan"),
          ResumeConflictError, ("overrides", "segmenter")),
         (RunStart("out"), PresetRequiredError, None),
-        (RunStart("out", preset="axons", overrides={"ngf": "x"}), InvalidSettingsError,
-         [("ngf", "x", "Input should be a valid integer, unable to parse string as an integer")]),
+        (RunStart("out", preset="axons", overrides={"ngf": "x"}), ConfigError,
+         (ConfigProblem("ngf", "x", NOT_AN_INTEGER),)),
     ],
 )  # fmt: skip
 def test_bad_starts_raise_errors_carrying_data(tmp_path, start, error, data):
@@ -107,9 +107,9 @@ def test_bad_starts_raise_errors_carrying_data(tmp_path, start, error, data):
         prepare_run(start, arrays, iterations=1, device="cpu")
     if error is ResumeConflictError:
         assert info.value.given == data
-    if error is InvalidSettingsError:
+    if error is ConfigError:
         assert info.value.problems == data
-        assert info.value.describe("--set ") == "--set ngf=x: " + data[0][2]
+        assert str(info.value) == "ngf=x: " + data[0].reason
     assert isinstance(info.value, InputError)
 
 

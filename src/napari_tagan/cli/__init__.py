@@ -25,9 +25,10 @@ from . import convert, info
 
 
 def _subcommand_modules() -> list:
-    from . import demo, predict, simulate, train
+    # Imported here, not at module level: each may pull heavier dependencies.
+    from . import demo, export, guide, models, predict, simulate, train
 
-    return [convert, info, predict, simulate, train, demo]
+    return [convert, info, predict, guide, simulate, train, demo, models, export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import guide
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
     p = sub.add_parser(
@@ -26,10 +28,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="TIFF file, folder or zarr")
-    p.add_argument("--model", required=True, help=".tagan bundle or checkpoint folder")
+    p.add_argument(
+        "--model", required=True, help=".tagan bundle, checkpoint folder or registry name"
+    )
     p.add_argument("--epoch", help="epoch of an original checkpoint folder (default: latest)")
     p.add_argument("--preset", help="preset of an original checkpoint (default: inferred)")
-    p.add_argument("--output", required=True, help="folder for the results")
+    p.add_argument(
+        "--output", required=True, help="folder for the results (OUT.zarr: OME-Zarr images)"
+    )
     p.add_argument(
         "--overwrite", action="store_true", help="replace results already in the output folder"
     )
@@ -57,6 +63,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the mc/original modes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from .distributed import add_arguments
+
+    add_arguments(p)
+    guide.add_region_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -142,10 +152,10 @@ def _output_axes(layout: str, *, segmentation: bool) -> str:
 
 
 def run(args: argparse.Namespace) -> int:  # noqa: D103
-    from napari_tagan.core.checkpoints import load_model
     from napari_tagan.core.errors import InputError
     from napari_tagan.core.guards import run_folder_lock
     from napari_tagan.core.prediction import RunOptions
+    from napari_tagan.core.registry import load_named_model
     from napari_tagan.core.tiff import expand_inputs
 
     if args.generations < 1:
@@ -158,15 +168,22 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
         device=args.device, precision=args.precision, tile=args.tile, halo=args.halo
     )
     paths = expand_inputs(args.inputs)
+    if args.scheduler or args.workers:
+        from .distributed import run_distributed
+
+        return run_distributed(args)
     out_dir = check_output_folder(Path(args.output), args.inputs)
-    model = load_model(args.model, epoch=args.epoch, preset=args.preset)
+    model = load_named_model(
+        args.model, epoch=args.epoch, preset=args.preset, progress=not args.no_progress
+    )
     sources, layouts = _open_inputs(paths, model.config.image_channels)
+    live = guide.region_options(args, model, sources)
     plan_outputs(out_dir, sources, model, args)
     failed: list[str] = []
     with _removed_if_empty(out_dir), run_folder_lock(out_dir):  # one writer per folder
         for source, layout in zip(sources, layouts, strict=True):
             try:
-                result = _predict_one(model, source, layout, options, args)
+                result = _predict_one(model, source, layout, options, args, live)
                 _write_results(out_dir, source, layout, result)
             except InputError as exc:
                 if len(sources) == 1:
@@ -201,8 +218,9 @@ def plan_outputs(out_dir: Path, sources: list[Any], model: Any, args: argparse.N
     planes += model.config.output_nc if args.generations > 1 else 0
     names = ["sted"] + ["seg"] * (model.segmenter is not None)
     names += ["sted_std"] * (args.generations > 1)
-    planned = [out_dir / f"{s.name}_{n}.tif" for s in sources for n in names]
-    check_overwrite(planned, args.overwrite)
+    if out_dir.suffix != ".zarr":  # an OME-Zarr output is a store of its own
+        planned = [out_dir / f"{s.name}_{n}.tif" for s in sources for n in names]
+        check_overwrite(planned, args.overwrite)
     nbytes = sum(4 * planes * math.prod(int(n) for n in s.data.shape) for s in sources)
     check_disk_space(out_dir, nbytes, f"the results in {out_dir}")
 
@@ -235,7 +253,12 @@ def _open_inputs(paths: list[Path], channels: int) -> tuple[list[Any], list[str]
 
 
 def _predict_one(
-    model: Any, source: Any, layout: str, options: Any, args: argparse.Namespace
+    model: Any,
+    source: Any,
+    layout: str,
+    options: Any,
+    args: argparse.Namespace,
+    live: dict[str, Any] | None = None,
 ) -> Any:
     """One input through the model, with a progress bar; errors name the input."""
     from tqdm import tqdm
@@ -266,6 +289,7 @@ def _predict_one(
             axes=layout,
             options=options,
             progress=progress,
+            **(live or {}),
         )
     except InputError as exc:
         raise InputError(f"{source.path}: {exc}") from None
@@ -279,6 +303,19 @@ def _write_results(out_dir: Path, source: Any, layout: str, result: Any) -> None
         "input": str(source.path),
         **{k: v for k, v in result.metadata.items() if k != "normalization_stats"},
     }
+    if out_dir.suffix == ".zarr":
+        from napari_tagan.core.omezarr import write_prediction_omezarr
+
+        write_prediction_omezarr(
+            out_dir,
+            source.name,
+            result,
+            axes=_output_axes(layout, segmentation=False),
+            seg_axes=_output_axes(layout, segmentation=True),
+            pixel_size=source.pixel_size,
+            provenance=provenance,
+        )
+        return
     outputs = [("sted", "synthetic STED", result.synthetic_sted, provenance)]
     if result.segmentation is not None:
         seg_provenance = {**provenance, "classes": list(result.class_names)}

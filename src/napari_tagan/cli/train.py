@@ -136,7 +136,6 @@ def _start(args: argparse.Namespace) -> Any:
 
 def _prepare(args: argparse.Namespace, callbacks: Any) -> Any:
     """The trainer (core's one decision tree), its errors worded with this CLI's options."""
-    from napari_tagan.core.checkpoints import InvalidSettingsError
     from napari_tagan.core.errors import InputError
     from napari_tagan.core.training.prepare import (
         PresetRequiredError,
@@ -165,8 +164,6 @@ def _prepare(args: argparse.Namespace, callbacks: Any) -> Any:
         ) from exc
     except PresetRequiredError as exc:
         raise InputError("give --preset for a new model (or --from to fine-tune)") from exc
-    except InvalidSettingsError as exc:
-        raise InputError(exc.describe("--set ")) from exc
 
 
 def run(args: argparse.Namespace) -> int:  # noqa: D103

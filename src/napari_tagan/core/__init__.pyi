@@ -28,4 +28,7 @@ from .normalization import denormalize as denormalize
 from .normalization import legacy8 as legacy8
 from .normalization import normalize as normalize
 from .prediction import PredictionResult as PredictionResult
+from .prediction import RunOptions as RunOptions
 from .prediction import predict as predict
+from .prediction import segment as segment
+from .guide import propose_regions as propose_regions

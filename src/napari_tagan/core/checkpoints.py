@@ -344,49 +344,9 @@ ARCHITECTURE_FIELDS = (
 )
 
 
-class InvalidSettingsError(InputError):
-    """Config settings that do not validate; ``problems`` holds (field, value, reason).
-
-    ``field`` is dotted (``normalization.kind``) or empty for a rule between fields. Front
-    ends word it with :meth:`describe` (the CLI prefixes ``--set``).
-    """
-
-    def __init__(self, problems: list[tuple[str, Any, str]]) -> None:
-        self.problems = problems
-        super().__init__(self.describe())
-
-    @classmethod
-    def from_validation(cls, exc: ValueError) -> InvalidSettingsError:
-        """From a pydantic ``ValidationError`` (or a plain ValueError: one problem)."""
-        errors = getattr(exc, "errors", None)
-        if not callable(errors):
-            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            return cls([("", None, text)])
-        problems = []
-        for err in errors():
-            msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-            loc = ".".join(str(x) for x in err.get("loc", ()))
-            problems.append((loc, err.get("input"), msg))
-        return cls(problems or [("", None, str(exc).splitlines()[0])])
-
-    def describe(self, prefix: str = "") -> str:
-        """One line naming each invalid field (after ``prefix``), its value and why."""
-        parts = []
-        for name, value, reason in self.problems:
-            if name:
-                shown = value if isinstance(value, str) else repr(value)
-                parts.append(f"{prefix}{name}={shown}: {reason}")
-            else:
-                parts.append(reason)
-        return "; ".join(parts)
-
-
 def config_with_overrides(config: ModelConfig, overrides: Mapping[str, Any]) -> ModelConfig:
-    """``config`` with ``overrides``; :class:`InvalidSettingsError` if they do not validate."""
-    try:
-        return config.with_overrides(**overrides)
-    except ValueError as exc:
-        raise InvalidSettingsError.from_validation(exc) from exc
+    """``config`` with ``overrides``; a ``ConfigError`` naming each field if not valid."""
+    return config.with_overrides(**overrides)
 
 
 def model_for_fine_tuning(
@@ -454,7 +414,6 @@ __all__ = [
     "ARCHITECTURE_FIELDS",
     "AmbiguousPresetError",
     "Bundle",
-    "InvalidSettingsError",
     "NetworkGuess",
     "config_for_original",
     "config_with_overrides",

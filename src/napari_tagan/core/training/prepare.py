@@ -11,7 +11,6 @@ from typing import Any
 import torch
 
 from ..checkpoints import (
-    InvalidSettingsError,
     load_pretrained_segmenter,
     model_for_fine_tuning,
     read_bundle,
@@ -84,12 +83,7 @@ class RunStart:
 
 def new_model(preset: str, overrides: Mapping[str, Any], seed: int) -> TAGANModel:
     """A freshly initialised model (with D); torch is seeded with ``seed`` first."""
-    try:
-        config = preset_config(preset, **overrides)
-    except InputError:
-        raise
-    except ValueError as exc:
-        raise InvalidSettingsError.from_validation(exc) from exc
+    config = preset_config(preset, **overrides)
     torch.manual_seed(seed)
     return TAGANModel.from_config(config, with_discriminator=True)
 
