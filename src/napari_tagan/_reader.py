@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .core.layouts import FileLayout, recognise
-from .core.tiff import TIFF_SUFFIXES, tiff_pixel_size
+from .core.tiff import TIFF_SUFFIXES, check_memory, tiff_pixel_size
 
 LayerData = tuple[Any, dict[str, Any], str]
 ReaderFunction = Callable[[str | Sequence[str]], list[LayerData]]
@@ -51,9 +51,34 @@ LAZY_BYTES = 1 << 30
 def napari_get_reader(path: str | Sequence[str]) -> ReaderFunction | None:
     """Return :func:`read_layers` if every path is a readable TIFF, else None."""
     paths = [path] if isinstance(path, str | os.PathLike) else list(path)
-    if not paths or not all(_looks_like_tiff(p) for p in paths):
+    if not paths or not all(_looks_like_tiff(p) and _readable_tiff(p) for p in paths):
         return None
     return read_layers
+
+
+def _readable_tiff(path: str | os.PathLike[str]) -> bool:
+    """Whether the TIFF's structure parses and its image data lies inside the file.
+
+    A truncated or malformed file is declined here (so another reader may try) rather than
+    accepted and failing inside :func:`read_layers`.
+    """
+    import tifffile
+
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with tifffile.TiffFile(p) as tif:
+            if not tif.series or not tif.series[0].shape:
+                return False
+            for page in tif.pages:
+                ends = np.add(page.dataoffsets, page.databytecounts, dtype=np.int64)
+                if ends.size and int(ends.max()) > size:
+                    return False
+            first = tif.pages.first
+            check_memory(int(np.prod(first.chunks)) * first.dtype.itemsize, p.name)
+    except Exception:  # tifffile raises many types on malformed files: "not ours to read"
+        return False
+    return True
 
 
 def _looks_like_tiff(path: str | os.PathLike[str]) -> bool:
@@ -207,17 +232,21 @@ def _own_metadata(tif: Any) -> dict[str, Any] | None:
 
 
 def _own_layer(path: Path, data: Any, own: dict[str, Any]) -> LayerData:
-    kwargs: dict[str, Any] = {"name": own.get("name") or path.stem}
+    name = own.get("name")
+    kwargs: dict[str, Any] = {"name": name if isinstance(name, str) and name else path.stem}
     ndim = data.ndim - (1 if own.get("rgb") else 0)
     for key in ("scale", "translate"):
-        value = own.get(key)
-        if isinstance(value, list) and len(value) == ndim:
-            kwargs[key] = tuple(float(v) for v in value)
+        value = _finite_numbers(own.get(key), ndim, positive=key == "scale")
+        if value is not None:
+            kwargs[key] = value
     if own.get("unit") == "µm" and "scale" in kwargs:
         kwargs["units"] = "µm"
     if isinstance(own.get("metadata"), dict):
         kwargs["metadata"] = own["metadata"]
     layer_type = own["layer_type"]
+    if layer_type == "labels" and not np.issubdtype(data.dtype, np.integer):
+        layer_type = "image"  # napari's Labels take integers only
+    own = _checked_style(own)
     if layer_type == "labels":
         classes = own.get("classes")
         if isinstance(classes, list) and classes:
@@ -236,3 +265,53 @@ def _own_layer(path: Path, data: Any, own: dict[str, Any]) -> LayerData:
             if own.get(key) is not None:
                 kwargs[key] = own[key]
     return data, kwargs, layer_type
+
+
+# --- checks of what a file says about its layer ---------------------------------------------
+
+BLENDINGS = ("opaque", "translucent", "translucent_no_depth", "additive", "minimum")
+
+
+def _finite_numbers(value: Any, n: int, *, positive: bool = False) -> tuple[float, ...] | None:
+    """``value`` as ``n`` finite floats (positive if asked), or None when it is not that."""
+    if not isinstance(value, list) or len(value) != n:
+        return None
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+        return None
+    out = tuple(float(v) for v in value)
+    if not all(np.isfinite(out)) or (positive and min(out, default=1.0) <= 0):
+        return None
+    return out
+
+
+def _known_colormap(name: Any) -> bool:
+    if not isinstance(name, str):
+        return False
+    try:
+        from napari.utils.colormaps import AVAILABLE_COLORMAPS
+    except ImportError:
+        return name == "gray"
+    return name in AVAILABLE_COLORMAPS
+
+
+def _checked_style(own: dict[str, Any]) -> dict[str, Any]:
+    """``own`` without the style entries napari would refuse (a crafted file's values).
+
+    Styling is a convenience: an invalid colormap, contrast range, blending, class list or
+    metadata is dropped and the image still opens.
+    """
+    out = dict(own)
+    limits = _finite_numbers(own.get("contrast_limits"), 2)
+    checks = {
+        "colormap": _known_colormap(own.get("colormap")),
+        "contrast_limits": limits is not None and limits[0] < limits[1],
+        "blending": own.get("blending") in BLENDINGS,
+        "classes": isinstance(own.get("classes"), list)
+        and all(isinstance(c, str) for c in own["classes"]),
+        "metadata": isinstance(own.get("metadata"), dict),
+        "rgb": isinstance(own.get("rgb"), bool),
+    }
+    for key, ok in checks.items():
+        if key in out and not ok:
+            del out[key]
+    return out

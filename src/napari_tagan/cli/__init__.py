@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import sys
 import warnings
 from collections.abc import Sequence
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-tagan`` script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # tifffile logs its parsing doubts about odd files; what matters reaches the user as
+    # our one-line error, so its warnings would only add lines
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL)
     with warnings.catch_warnings():
         # our warnings are for the user: shown (once each), one line, no source line
         warnings.filterwarnings("default", module=r"napari_tagan\b")
@@ -108,8 +112,33 @@ def _run(args: Any) -> int:
         print(f"napari-tagan {args.command}: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # unreadable/unwritable paths, full disks
-        print(f"napari-tagan {args.command}: error: {exc}", file=sys.stderr)
+        print(f"napari-tagan {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(
+            f"napari-tagan {args.command}: error: out of memory; use smaller inputs or "
+            "a smaller --memory-budget",
+            file=sys.stderr,
+        )
         return 2
 
 
-__all__ = ["build_parser", "config_error_line", "main"]
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: what failed on which file, without errno.
+
+    A full disk shows as ENOSPC, or as numpy's short write ("N requested and M written").
+    """
+    import errno
+    import re
+
+    target = exc.filename or "the output"
+    short = re.search(r"(\d+) requested and (\d+) written", str(exc))
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or short:
+        need = f": {int(short[1]) / 2**20:.1f} MB needed" if short else ""
+        return f"no space left on device writing {target}{need}; free some space and run again"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    reason = exc.strerror or text
+    return f"{reason}: {exc.filename}" if exc.filename else reason
+
+
+__all__ = ["build_parser", "config_error_line", "main", "os_error_line"]

@@ -17,13 +17,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
     p.add_argument("output", help="bundle to write (e.g. axons.tagan)")
     p.add_argument("--epoch", default=None, help="epoch name: latest, best or a number")
     p.add_argument("--preset", choices=PRESET_NAMES, default=None, help="the model's preset")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:  # noqa: D103
     from napari_tagan.core.checkpoints import convert_original, read_bundle
 
-    path = convert_original(args.checkpoint, args.output, epoch=args.epoch, preset=args.preset)
+    path = convert_original(
+        args.checkpoint,
+        args.output,
+        epoch=args.epoch,
+        preset=args.preset,
+        overwrite=args.overwrite,
+    )
     model = read_bundle(path).model
     nets = ", ".join(model.networks())
     print(f"wrote {path} (preset {model.config.preset}; {nets})")

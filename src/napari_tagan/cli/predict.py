@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
     p.add_argument("--preset", help="preset of an original checkpoint (default: inferred)")
     p.add_argument(
         "--output", required=True, help="folder for the results (OUT.zarr: OME-Zarr images)"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace results already in the output folder"
     )
     p.add_argument("--tile", type=int, help="core tile side in pixels (default: from memory)")
     p.add_argument("--halo", type=int, help="tile context in pixels (default: measured)")
@@ -147,6 +153,7 @@ def _output_axes(layout: str, *, segmentation: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:  # noqa: D103
     from napari_tagan.core.errors import InputError
+    from napari_tagan.core.guards import run_folder_lock
     from napari_tagan.core.prediction import RunOptions
     from napari_tagan.core.registry import load_named_model
     from napari_tagan.core.tiff import expand_inputs
@@ -165,18 +172,70 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
         from .distributed import run_distributed
 
         return run_distributed(args)
+    out_dir = check_output_folder(Path(args.output), args.inputs)
     model = load_named_model(
         args.model, epoch=args.epoch, preset=args.preset, progress=not args.no_progress
     )
     sources, layouts = _open_inputs(paths, model.config.image_channels)
     live = guide.region_options(args, model, sources)
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for source, layout in zip(sources, layouts, strict=True):
-        result = _predict_one(model, source, layout, options, args, live)
-        _write_results(out_dir, source, layout, result)
-    print(f"wrote results for {len(sources)} image(s) to {out_dir}")
-    return 0
+    plan_outputs(out_dir, sources, model, args)
+    failed: list[str] = []
+    with _removed_if_empty(out_dir), run_folder_lock(out_dir):  # one writer per folder
+        for source, layout in zip(sources, layouts, strict=True):
+            try:
+                result = _predict_one(model, source, layout, options, args, live)
+                _write_results(out_dir, source, layout, result)
+            except InputError as exc:
+                if len(sources) == 1:
+                    raise
+                failed.append(source.name)
+                print(f"napari-tagan predict: error: {exc}", file=sys.stderr)
+    done = len(sources) - len(failed)
+    failures = f"; {len(failed)} failed ({', '.join(failed)})" if failed else ""
+    print(f"wrote results for {done} image(s) to {out_dir}{failures}")
+    return 2 if failed else 0
+
+
+def check_output_folder(out_dir: Path, inputs: list[str]) -> Path:
+    """Refuse an output that is a TIFF file name, a file, or one of the input folders."""
+    from napari_tagan.core.errors import InputError
+    from napari_tagan.core.guards import check_not_input
+
+    if out_dir.suffix.lower() in (".tif", ".tiff") or out_dir.is_file():
+        raise InputError(
+            f"--output {out_dir} names a file; the output is a folder (one X_sted.tif per input)"
+        )
+    folders = [p if Path(p).is_dir() else Path(p).parent for p in inputs]
+    check_not_input(out_dir, folders, "--output folder")
+    return out_dir
+
+
+def plan_outputs(out_dir: Path, sources: list[Any], model: Any, args: argparse.Namespace) -> None:
+    """Refuse to replace existing results (without --overwrite) or to fill the disk."""
+    from napari_tagan.core.guards import check_disk_space, check_overwrite
+
+    planes = 1 + (model.config.n_classes if model.segmenter is not None else 0)
+    planes += model.config.output_nc if args.generations > 1 else 0
+    names = ["sted"] + ["seg"] * (model.segmenter is not None)
+    names += ["sted_std"] * (args.generations > 1)
+    if out_dir.suffix != ".zarr":  # an OME-Zarr output is a store of its own
+        planned = [out_dir / f"{s.name}_{n}.tif" for s in sources for n in names]
+        check_overwrite(planned, args.overwrite)
+    nbytes = sum(4 * planes * math.prod(int(n) for n in s.data.shape) for s in sources)
+    check_disk_space(out_dir, nbytes, f"the results in {out_dir}")
+
+
+@contextlib.contextmanager
+def _removed_if_empty(folder: Path) -> Any:
+    """Create ``folder``; a run that fails before writing anything leaves no empty folder."""
+    existed = folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    except BaseException:
+        if not existed and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 def _open_inputs(paths: list[Path], channels: int) -> tuple[list[Any], list[str]]:
@@ -240,8 +299,6 @@ def _predict_one(
 
 def _write_results(out_dir: Path, source: Any, layout: str, result: Any) -> None:
     """X_sted.tif, X_seg.tif and X_sted_std.tif (as computed), with provenance."""
-    from napari_tagan.core.tiff import write_float32_tiff
-
     provenance = {
         "input": str(source.path),
         **{k: v for k, v in result.metadata.items() if k != "normalization_stats"},
@@ -266,11 +323,23 @@ def _write_results(out_dir: Path, source: Any, layout: str, result: Any) -> None
     if result.variability is not None:
         outputs.append(("sted_std", "variability", result.variability, provenance))
     for suffix, what, data, meta in outputs:
-        write_float32_tiff(
-            out_dir / f"{source.name}_{suffix}.tif",
-            data,
-            axes=_output_axes(layout, segmentation=suffix == "seg"),
-            name=f"{source.name} {what}",
-            pixel_size=source.pixel_size,
-            provenance=meta,
-        )
+        target = out_dir / f"{source.name}_{suffix}.tif"
+        try:
+            _write_one(target, data, layout, source, what, meta, suffix)
+        except OSError as exc:  # name the file (numpy's short writes carry none)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from None
+
+
+def _write_one(
+    target: Path, data: Any, layout: str, source: Any, what: str, meta: Any, suffix: str
+) -> None:
+    from napari_tagan.core.tiff import write_float32_tiff
+
+    write_float32_tiff(
+        target,
+        data,
+        axes=_output_axes(layout, segmentation=suffix == "seg"),
+        name=f"{source.name} {what}",
+        pixel_size=source.pixel_size,
+        provenance=meta,
+    )

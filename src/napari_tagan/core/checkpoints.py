@@ -23,6 +23,13 @@ from safetensors.torch import save as st_save
 
 from .config import ModelConfig
 from .errors import InputError, ModelLoadError
+from .guards import (
+    check_finite_range,
+    check_finite_weights,
+    check_not_input,
+    check_overwrite,
+    conform_weights,
+)
 from .io import atomic_write_bytes
 from .model import Provenance, TAGANModel
 from .original_checkpoints import (
@@ -122,6 +129,7 @@ def save_bundle(
             continue
         for key, value in net.state_dict().items():
             tensors[f"{role}.{key}"] = value.detach().cpu().contiguous().clone()
+    check_finite_weights(tensors, f"{Path(path).name} ({model.config.preset})")
     state_json = pack_state(dict(training_state or {}), tensors, "state")
     metadata = {
         "format": BUNDLE_FORMAT,
@@ -134,24 +142,76 @@ def save_bundle(
     return atomic_write_bytes(path, st_save(tensors, metadata=metadata))
 
 
+#: Largest bundle header read (the JSON metadata): real ones are a few hundred kB.
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    data = path.read_bytes()
-    if len(data) < 8:
-        raise ModelLoadError(f"{path.name} is empty or truncated ({len(data)} bytes)")
-    header_len = int.from_bytes(data[:8], "little")
-    if header_len <= 0 or header_len > len(data) - 8 or data[8:9] != b"{":
-        raise ModelLoadError(
-            f"{path.name} is not a napari-tagan model bundle (expected a safetensors file "
-            "made by napari-tagan, or an original checkpoint folder with *_net_G.pth)"
-        )
+    """Tensors and metadata, after checking the header (so a huge foreign file is not read)."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(9)
+        if len(head) < 9:
+            raise ModelLoadError(f"{path.name} is empty or truncated ({size} bytes)")
+        header_len = int.from_bytes(head[:8], "little")
+        if not 0 < header_len <= min(size - 8, MAX_HEADER_BYTES) or head[8:9] != b"{":
+            raise ModelLoadError(
+                f"{path.name} is not a napari-tagan model bundle (expected a safetensors "
+                "file made by napari-tagan, or an original checkpoint folder with *_net_G.pth)"
+            )
+        try:
+            header = json.loads(head[8:] + fh.read(header_len - 1))
+            metadata = header.get("__metadata__") or {}
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError) as exc:
+            raise ModelLoadError(f"{path.name} has a corrupted header: {exc}") from None
+        if not isinstance(metadata, dict) or "format" not in metadata:
+            raise ModelLoadError(
+                f"{path.name} is a safetensors file but not a napari-tagan model bundle "
+                "(its metadata has no napari-tagan format entry)"
+            )
+        fh.seek(0)
+        data = fh.read()
     try:
-        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
         tensors = st_load(data)
-    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (SafetensorError, ValueError, TypeError, RuntimeError) as exc:
         raise ModelLoadError(
             f"{path.name} is corrupted or truncated: {str(exc).splitlines()[0]}"
-        ) from exc
+        ) from None
     return tensors, metadata
+
+
+def _bundle_version(path: Path, meta: Mapping[str, Any]) -> int:
+    try:
+        return int(meta.get("format_version", "0"))
+    except (TypeError, ValueError):
+        raise ModelLoadError(
+            f"{path.name} has an unreadable format_version {meta.get('format_version')!r}; "
+            "it is not a valid napari-tagan bundle"
+        ) from None
+
+
+def _bundle_metadata(path: Path, meta: Mapping[str, Any]) -> tuple[ModelConfig, Any, Any]:
+    """Config, provenance and training-state JSON, each checked for its type."""
+    try:
+        config_data = json.loads(meta["config"])
+        if not isinstance(config_data, dict):
+            raise ValueError(f"config is a JSON {type(config_data).__name__}, not an object")
+        schema = int(config_data.get("schema_version", 1))
+        if schema > ModelConfig().schema_version:
+            raise ModelLoadError(
+                f"{path.name} has config schema {schema}, newer than this napari-tagan "
+                f"understands ({ModelConfig().schema_version}); upgrade napari-tagan"
+            )
+        config = ModelConfig.model_validate(config_data)
+        provenance = Provenance.model_validate_json(meta.get("provenance", "{}"))
+        state_json = json.loads(meta.get("training_state", "{}"))
+    except (KeyError, ValueError, TypeError, RecursionError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelLoadError(f"{path.name} has unreadable metadata: {first}") from None
+    for field_name in ("out_range", "mask_range"):
+        source = config.normalization if field_name == "out_range" else config
+        check_finite_range(*getattr(source, field_name), f"{path.name}'s {field_name}")
+    return config, provenance, state_json
 
 
 def read_bundle(path: str | os.PathLike[str], *, with_discriminator: bool = True) -> Bundle:
@@ -171,25 +231,13 @@ def read_bundle(path: str | os.PathLike[str], *, with_discriminator: bool = True
             f"{path.name} is a safetensors file but not a napari-tagan model bundle "
             "(its metadata has no napari-tagan format entry)"
         )
-    version = int(meta.get("format_version", "0"))
+    version = _bundle_version(path, meta)
     if version > BUNDLE_VERSION:
         raise ModelLoadError(
             f"{path.name} uses bundle format {version}, made by a newer napari-tagan; "
             f"this version reads format {BUNDLE_VERSION} (upgrade napari-tagan)"
         )
-    try:
-        config_data = json.loads(meta["config"])
-        schema = int(config_data.get("schema_version", 1))
-        if schema > ModelConfig().schema_version:
-            raise ModelLoadError(
-                f"{path.name} has config schema {schema}, newer than this napari-tagan "
-                f"understands ({ModelConfig().schema_version}); upgrade napari-tagan"
-            )
-        config = ModelConfig.model_validate(config_data)
-        provenance = Provenance.model_validate_json(meta.get("provenance", "{}"))
-        state_json = json.loads(meta.get("training_state", "{}"))
-    except (KeyError, ValueError) as exc:
-        raise ModelLoadError(f"{path.name} has unreadable metadata: {exc}") from exc
+    config, provenance, state_json = _bundle_metadata(path, meta)
 
     has_d = any(k.startswith("discriminator.") for k in tensors)
     model = TAGANModel.from_config(
@@ -201,10 +249,26 @@ def read_bundle(path: str | os.PathLike[str], *, with_discriminator: bool = True
         state = {k[len(role) + 1 :]: v for k, v in tensors.items() if k.startswith(role + ".")}
         if not state:
             raise ModelLoadError(f"{path.name} holds no weights for the {role}")
-        check_fits(net, state, f"{path.name} ({_ROLE_LETTER[role]})", [])
-        net.load_state_dict(state, strict=True, assign=True)
-    training_state = unpack_state(state_json, tensors) if state_json else {}
+        origin = f"{path.name} ({_ROLE_LETTER[role]})"
+        check_fits(net, state, origin, [])
+        net.load_state_dict(
+            conform_weights(net.state_dict(), state, origin), strict=True, assign=True
+        )
+    training_state = _training_state(path, state_json, tensors)
     return Bundle(model.eval(), training_state or {})
+
+
+def _training_state(path: Path, state_json: Any, tensors: Mapping[str, torch.Tensor]) -> dict:
+    try:
+        state = unpack_state(state_json, tensors) if state_json else {}
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        raise ModelLoadError(
+            f"{path.name} has an unreadable training state ({type(exc).__name__}: {exc}); "
+            "load it for prediction or re-save it"
+        ) from None
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{path.name} has a training state that is not a mapping")
+    return state
 
 
 def load_model(
@@ -244,10 +308,21 @@ def convert_original(
     *,
     epoch: str | int | None = None,
     preset: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Convert an original checkpoint (G, S and D if present) to a ``.tagan`` bundle."""
+    """Convert an original checkpoint (G, S and D if present) to a ``.tagan`` bundle.
+
+    ``output`` may not be one of the files read, nor an existing file unless ``overwrite``.
+    """
+    out = Path(output)
+    if out.suffix.lower() == ".pth":
+        raise InputError(
+            f"{out.name}: a bundle is not a .pth checkpoint; name the output {out.stem}.tagan"
+        )
+    check_not_input(out, [path, *find_original_checkpoint(path, epoch).values()])
+    check_overwrite([out], overwrite)
     model = load_original_checkpoint(path, epoch=epoch, preset=preset, with_discriminator=True)
-    return save_bundle(model, output)
+    return save_bundle(model, out)
 
 
 # --------------------------------------------------------------------------- fine-tuning
@@ -311,6 +386,7 @@ def load_pretrained_segmenter(model: TAGANModel, path: str | os.PathLike[str]) -
     if model.segmenter is None:
         raise InputError("this model has no segmenter to load weights into")
     state, name = _segmenter_state(Path(path))
+    state = conform_weights(model.segmenter.state_dict(), state, name)
     try:
         model.segmenter.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -41,6 +41,22 @@ class InputError(TaganError, ValueError):
     """An image or argument does not fit what the model or command expects."""
 
 
+class NonFiniteError(InputError):
+    """Data, statistics or weights hold NaN or infinite values (refused, never used)."""
+
+
+class TrainingDivergedError(TaganError):
+    """A training loss became NaN or infinite; the last good checkpoint is kept."""
+
+    def __init__(self, iteration: int, term: str, value: float) -> None:
+        self.iteration, self.term, self.value = int(iteration), str(term), float(value)
+        super().__init__(
+            f"training diverged at iteration {self.iteration}: loss {self.term} is "
+            f"{self.value}; the last saved checkpoint is kept (lower the learning rate or "
+            "check the data)"
+        )
+
+
 @dataclass(frozen=True)
 class ConfigProblem:
     """One refused config value: the dotted ``field`` ("" for the config as a whole)."""

@@ -21,6 +21,7 @@ from torch import nn
 
 from .config import PRESET_NAMES, ModelConfig, NormalizationSpec, preset_config
 from .errors import ArchitectureMismatchError, ModelLoadError
+from .guards import conform_weights
 from .model import Provenance, TAGANModel
 from .networks import build_generator, build_segmenter
 
@@ -175,6 +176,13 @@ def fitting_presets(generator: NetworkGuess | None, segmenter: NetworkGuess | No
 # --------------------------------------------------------------------- original .pth
 
 
+def _looks_like_pytorch(path: Path) -> bool:
+    """A zip archive (torch.save since 1.6) or a legacy pickle (protocol 2+ opcode)."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Read a ``.pth`` state dict safely (``weights_only``), stripping ``module.`` prefixes.
 
@@ -187,6 +195,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"checkpoint file not found: {path}")
+    if not _looks_like_pytorch(path):
+        raise ModelLoadError(
+            f"{path.name} is not a readable PyTorch checkpoint: it was not saved by "
+            "torch.save (expected e.g. latest_net_G.pth from TA-GAN)"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -376,6 +389,7 @@ def load_original_checkpoint(
     for role, state in states.items():
         net = getattr(model, role)
         check_fits(net, state, files[role].name, fits)
+        state = conform_weights(net.state_dict(), state, files[role].name)
         net.load_state_dict(state, strict=True, assign=True)
     model.source = f"{files['generator'].parent} (epoch {files['generator'].name[:-10]})"
     model.provenance = Provenance.new(source=model.source)

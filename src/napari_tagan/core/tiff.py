@@ -141,6 +141,71 @@ def _ome_pixel_size(xml: str, axes: str) -> tuple[float, ...] | None:
     return (y, x)
 
 
+class GuardedArray:
+    """A lazy array whose reads raise :class:`InputError` naming the file.
+
+    Corrupt data (a truncated strip, a bad zlib tile) only shows when a window is read,
+    deep inside a prediction; a window too large to decode is a property of the file, not
+    an out-of-memory of the network, so it must not look like one (MemoryError). A chunk
+    larger than the memory available is refused before any reading.
+    """
+
+    def __init__(self, array: Any, path: Path) -> None:
+        self._array, self.path = array, path
+        self.shape, self.dtype = tuple(array.shape), np.dtype(array.dtype)
+        self.ndim = len(self.shape)
+        self.chunks = getattr(array, "chunks", None) or self.shape
+        chunk_bytes = int(np.prod(self.chunks, dtype=np.float64)) * self.dtype.itemsize
+        check_memory(chunk_bytes, f"{path.name}: one stored chunk {tuple(self.chunks)}")
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            out = self._array[key]
+        except MemoryError:
+            raise InputError(f"{self.path}: a window is too large to read into memory") from None
+        except Exception as exc:  # codecs and tifffile raise many types on corrupt data
+            raise InputError(
+                f"{self.path}: corrupt image data ({type(exc).__name__}: {_first_line(exc)})"
+            ) from None
+        if isinstance(out, np.ndarray) or np.isscalar(out):
+            return out
+        return GuardedArray(out, self.path)  # a zarr sub-array stays lazy and guarded
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.asarray(self[...])
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux's MemAvailable, else free pages), or None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(nbytes: int, what: str) -> None:
+    """Refuse a single read of ``nbytes`` that the available memory cannot hold."""
+    available = _available_memory()
+    if available is None:
+        return
+    if nbytes > available:
+        raise InputError(
+            f"{what} needs {nbytes / 2**20:.0f} MB to read, but only "
+            f"{available / 2**20:.0f} MB of memory is available"
+        )
+
+
 def open_tiff(path: str | os.PathLike[str]) -> ImageSource:
     """Open a TIFF lazily (memory-mapped when uncompressed, else through zarr)."""
     import tifffile
@@ -159,9 +224,13 @@ def open_tiff(path: str | os.PathLike[str]) -> ImageSource:
         except Exception:  # compressed or tiled: read through zarr
             import zarr
 
-            data = zarr.open(tifffile.imread(p, aszarr=True), mode="r")
-    except (tifffile.TiffFileError, ValueError, KeyError, IndexError, OSError) as exc:
-        raise InputError(f"{p}: cannot read it as a TIFF image ({exc})") from None
+            data = GuardedArray(zarr.open(tifffile.imread(p, aszarr=True), mode="r"), p)
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(f"{p}: its header describes more than memory can hold") from None
+    except Exception as exc:  # tifffile raises many types on malformed headers
+        raise InputError(f"{p}: cannot read it as a TIFF image ({_first_line(exc)})") from None
     # Drop singleton axes (ImageJ writes TZCYX-style shapes with ones).
     while len(shape) > 2 and shape[0] == 1:
         data, shape, axes = data[0], shape[1:], axes[1:]
@@ -175,14 +244,35 @@ read_tiff = open_tiff
 
 
 def read_tiff_array(path: str | os.PathLike[str]) -> np.ndarray:
-    """The whole first series of a TIFF as a numpy array (training files are small)."""
+    """The whole first series of a TIFF as a numpy array (training files are small).
+
+    Pages of different sizes (which tifffile splits into several series) are refused
+    by name, rather than read as the first page alone.
+    """
     import tifffile
 
     p = Path(path)
     try:
-        return np.asarray(tifffile.imread(p))
+        with tifffile.TiffFile(p) as tif:
+            shapes = {tuple(page.shape) for page in tif.pages}
+            if len(shapes) > 1:
+                shown = ", ".join(str(s) for s in sorted(shapes)[:4])
+                raise InputError(
+                    f"{p.name}: its pages differ in size ({shown}); every page (channel) "
+                    "of a training file must have the same (Y, X) size"
+                )
+            return np.asarray(tif.series[0].asarray())
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(f"{p.name}: too large to read into memory") from None
     except Exception as exc:  # tifffile raises many types for broken files
-        raise InputError(f"cannot read {p.name} as a TIFF: {exc}") from exc
+        raise InputError(f"cannot read {p.name} as a TIFF: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_zarr(path: str | os.PathLike[str]) -> ImageSource:

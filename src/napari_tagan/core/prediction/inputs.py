@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, NonFiniteError
 from ..normalization import (
     NormStats,
     RegionStats,
@@ -115,6 +115,10 @@ def sted_region_channels(
 
 def as_array(image: Any) -> Any:
     """Numpy and dask arrays as they are; other lazy arrays (zarr, h5py) through dask."""
+    if type(image).__module__.split(".")[0] == "torch":
+        raise InputError(
+            "predict takes a numpy or dask array, not a torch.Tensor; pass tensor.cpu().numpy()"
+        )
     if isinstance(image, np.ndarray) or hasattr(image, "dask"):
         return image
     if all(hasattr(image, a) for a in ("shape", "dtype", "__getitem__")):
@@ -143,6 +147,28 @@ def split_axes(model: TAGANModel, image: Any, axes: str | None) -> tuple[Any, st
     return image, layout
 
 
+def check_stats(stats: NormStats) -> None:
+    """Refuse statistics whose range float32 cannot hold (values ≥ 1e38 overflow)."""
+    for lo, hi in zip(stats.lo, stats.hi, strict=True):
+        with np.errstate(over="ignore", invalid="ignore"):
+            span = np.float32(hi) - np.float32(lo)
+        if not (np.isfinite(span) and span > 0):
+            raise NonFiniteError(
+                f"image intensities span {lo:.3g}..{hi:.3g}, too wide to normalize in float32; "
+                "rescale the image (e.g. to 0..65535) first"
+            )
+
+
+def check_normalized(x: np.ndarray, raw: np.ndarray) -> None:
+    """Refuse a window whose finite pixels normalized to NaN/inf (too large for float32)."""
+    if not np.isfinite(x).all():
+        peak = float(np.nanmax(np.abs(np.asarray(raw, np.float64))))
+        raise NonFiniteError(
+            f"image holds values up to {peak:.3g}, too large to normalize in float32; "
+            "rescale the image (e.g. to 0..65535) first"
+        )
+
+
 def plane_reader(
     model: TAGANModel,
     chw: Any,
@@ -169,6 +195,8 @@ def plane_reader(
     stats = compute_region_stats(chw, cfg.normalization)
     if lazy and not stats.finite:
         raise InputError("image holds NaN or infinite pixel(s); fix or mask them first")
+    for band in stats.stats:
+        check_stats(band)
     ph, pw = padded[0] - h, padded[1] - w
     pad_mode = "reflect" if ph < h and pw < w else "replicate"
     extra = None
@@ -179,7 +207,9 @@ def plane_reader(
         raw = read_window(chw, window, (h, w), pad_mode)
         if lazy:
             check_finite(raw)
-        x = normalize_rows(raw, cfg.normalization, stats, y0=window[0])
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            x = normalize_rows(raw, cfg.normalization, stats, y0=window[0])
+        check_normalized(x, raw)
         if extra is not None:
             x = np.concatenate([x, read_window(extra, window, (h, w), pad_mode)], 0)
         return x

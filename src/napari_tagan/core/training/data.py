@@ -24,8 +24,10 @@ import numpy as np
 from ..annotations import labels_to_targets
 from ..config import ModelConfig
 from ..errors import InputError
+from ..guards import check_training_pair
 from ..layouts import LAYOUTS, split_stack
 from ..normalization import masks_to_target, normalize
+from ..tiff import read_tiff_array
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -165,6 +167,7 @@ def _make_sample(
     spec = config.normalization
     conf_n, _ = normalize(confocal, spec)
     sted_n, _ = normalize(sted, spec)
+    check_training_pair(name, (confocal, conf_n), (sted, sted_n))
     return TrainingSample(conf_n, sted_n, targets, weights, name)
 
 
@@ -234,12 +237,7 @@ def _resolve_split(path: Path, split: str) -> Path:
 
 
 def _read_tiff(path: Path) -> np.ndarray:
-    import tifffile
-
-    try:
-        return np.asarray(tifffile.imread(path))
-    except Exception as exc:  # tifffile raises many types for broken files
-        raise InputError(f"cannot read {path.name} as a TIFF: {exc}") from exc
+    return read_tiff_array(path)
 
 
 def _list_tiffs(folder: Path) -> list[Path]:

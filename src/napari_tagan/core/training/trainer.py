@@ -6,6 +6,7 @@ iteration are :class:`~.steps.UpdateSteps`'.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from ..checkpoints import read_bundle, save_bundle
 from ..device import Placement, deterministic_algorithms, dtype_name, resolve_device
 from ..errors import InputError
+from ..guards import check_losses, run_folder_lock
 from ..model import Provenance, TAGANModel
 from . import distributed
 from .batches import Batch, BatchSampler, crop_shape, make_batch
@@ -314,8 +316,13 @@ class Trainer:
         """Train until the planned iteration count or a stop request; returns a summary.
 
         Validation runs first at iteration 0 (before any update) on a fresh run, then
-        every ``validate_every`` iterations and at the end.
+        every ``validate_every`` iterations and at the end. The output folder is locked
+        while it runs (a second run there is refused).
         """
+        with run_folder_lock(self.output_dir) if self.is_main else contextlib.nullcontext():
+            return self._run()
+
+    def _run(self) -> TrainingSummary:
         self._begin()
         stopped = False
         with deterministic_algorithms(self.deterministic):
@@ -382,8 +389,14 @@ class Trainer:
         )
 
     def train_step(self, batch: Batch[torch.Tensor]) -> dict[str, float]:
-        """One D, G and S update; returns each loss term as a float (mean over ranks)."""
-        return self.steps.train_step(batch)
+        """One D, G and S update; returns each loss term as a float (mean over ranks).
+
+        A NaN or infinite loss stops training (:class:`TrainingDivergedError`) before
+        anything is saved, so the last checkpoint on disk stays the last good one.
+        """
+        losses = self.steps.train_step(batch)
+        check_losses(self.iteration + 1, losses)
+        return losses
 
     # ------------------------------------------------------------------ reporting
 
