@@ -18,7 +18,9 @@ from .errors import ArchitectureMismatchError as ArchitectureMismatchError
 from .errors import ConfigError as ConfigError
 from .errors import InputError as InputError
 from .errors import ModelLoadError as ModelLoadError
+from .errors import NonFiniteError as NonFiniteError
 from .errors import TaganError as TaganError
+from .errors import TrainingDivergedError as TrainingDivergedError
 from .errors import UnknownPresetError as UnknownPresetError
 from .guide import propose_regions as propose_regions
 from .model import Provenance as Provenance
