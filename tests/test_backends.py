@@ -107,3 +107,10 @@ def test_info_system_says_which_backend_and_precision_and_why(capsys, monkeypatc
     # Without bf16 hardware a bf16 run is fp32 (the one precision policy), and it says why.
     assert "bf16 run:   backend" in out and "precision fp32 (mixed precision is off" in out
     assert main(["info"]) == 2
+
+
+def test_cli_backend_choices_are_the_cores():
+    from napari_tagan.cli.predict import BACKEND_CHOICES
+    from napari_tagan.core.backends import BACKENDS
+
+    assert BACKEND_CHOICES == BACKENDS

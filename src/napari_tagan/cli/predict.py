@@ -11,6 +11,9 @@ from typing import Any
 
 from . import guide
 
+# core.backends.BACKENDS, spelled out so that --help does not import torch (a test compares)
+BACKEND_CHOICES = ("auto", "eager", "channels_last", "onnx", "openvino")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
     p = sub.add_parser(
@@ -40,7 +43,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: D103
         "--overwrite", action="store_true", help="replace results already in the output folder"
     )
     p.add_argument("--tile", type=int, help="core tile side in pixels (default: from memory)")
-    p.add_argument("--halo", type=int, help="tile context in pixels (default: measured)")
+    p.add_argument(
+        "--halo",
+        help="tile context: pixels, or 'full' (the receptive field); default: measured",
+    )
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKEND_CHOICES,
+        help="how the networks run; auto: OpenVINO, else ONNX Runtime, else torch "
+        "(napari-tagan info --system says which and why)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument(
         "--precision",
@@ -155,6 +168,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
     from napari_tagan.core.errors import InputError
     from napari_tagan.core.guards import run_folder_lock
     from napari_tagan.core.prediction import RunOptions
+    from napari_tagan.core.prediction.options import parse_halo
     from napari_tagan.core.registry import load_named_model
     from napari_tagan.core.tiff import expand_inputs
 
@@ -162,10 +176,13 @@ def run(args: argparse.Namespace) -> int:  # noqa: D103
         raise InputError(f"--generations must be ≥ 1, got {args.generations}")
     if args.tile is not None and args.tile < 1:
         raise InputError(f"--tile must be ≥ 1, got {args.tile}")
-    if args.halo is not None and args.halo < 0:
-        raise InputError(f"--halo must be ≥ 0, got {args.halo}")
+    halo = None if args.halo is None else parse_halo(args.halo)
     options = RunOptions(
-        device=args.device, precision=args.precision, tile=args.tile, halo=args.halo
+        device=args.device,
+        precision=args.precision,
+        tile=args.tile,
+        halo=halo,
+        backend=args.backend,
     )
     paths = expand_inputs(args.inputs)
     if args.scheduler or args.workers:
