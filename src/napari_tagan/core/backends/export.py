@@ -39,8 +39,10 @@ def cache_dir() -> Path:
     return cache_root() / "onnx"
 
 
-def _versions(net: nn.Module, in_channels: int) -> tuple:
+def _versions(net: nn.Module, in_channels: int) -> tuple | None:
     state = net.state_dict()
+    if any(v.is_inference() for v in state.values()):
+        return None  # inference tensors keep no version counter: hash every time
     return (in_channels, tuple((k, v.data_ptr(), v._version) for k, v in state.items()))
 
 
@@ -48,7 +50,7 @@ def network_key(net: nn.Module, in_channels: int) -> str:
     """Hash of a network's structure and weights (what an export depends on)."""
     versions = _versions(net, in_channels)
     known = _KEYS.get(net)
-    if known is not None and known[0] == versions:
+    if versions is not None and known is not None and known[0] == versions:
         return known[1]
     h = hashlib.sha256()
     h.update(repr(net).encode())
@@ -57,7 +59,8 @@ def network_key(net: nn.Module, in_channels: int) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     key = h.hexdigest()[:32]
-    _KEYS[net] = (versions, key)
+    if versions is not None:
+        _KEYS[net] = (versions, key)
     return key
 
 

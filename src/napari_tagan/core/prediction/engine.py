@@ -227,7 +227,13 @@ class Engine:
         if halo == "full":
             return default_halo(net.arch, net.role)
         if halo is None:
-            return measured_halo(net.module, net.arch, net.role, net.in_channels)
+            try:
+                return measured_halo(net.module, net.arch, net.role, net.in_channels)
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                # too little memory to measure: the receptive field is always exact
+                return default_halo(net.arch, net.role)
         return round_up(max(0, int(halo)), net.stride)
 
     def bytes_per_pixel(self, net: Network) -> float:
