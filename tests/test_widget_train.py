@@ -266,3 +266,16 @@ def test_mixed_precision_reaches_the_trainer(make_napari_viewer, qtbot, tmp_path
     assert widget.summary is not None and widget.summary.iterations == 2
     state = read_bundle(widget.run_dir / LATEST).training_state
     assert state["amp_dtype"] == "bfloat16"
+
+
+def test_live_training_without_a_segmenter_is_refused(make_napari_viewer, qtbot, tmp_path):
+    viewer = make_napari_viewer()
+    _add_set(viewer, "a", 0)
+    widget = TrainWidget(viewer)
+    widget.to_enhance.value = False
+    _tiny(widget, tmp_path / "runs", iterations=2)
+    widget.preset.value = "live"
+    widget.train()
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert "segmenter" in widget.status.value
+    assert not list((tmp_path / "runs").rglob("*.tagan"))
