@@ -179,7 +179,7 @@ class GuardedArray:
         return out if dtype is None else out.astype(dtype, copy=False)
 
 
-def _available_memory() -> int | None:
+def available_memory() -> int | None:
     """Bytes of memory available now (Linux's MemAvailable, else free pages), or None."""
     try:
         with open("/proc/meminfo") as fh:
@@ -196,7 +196,7 @@ def _available_memory() -> int | None:
 
 def check_memory(nbytes: int, what: str) -> None:
     """Refuse a single read of ``nbytes`` that the available memory cannot hold."""
-    available = _available_memory()
+    available = available_memory()
     if available is None:
         return
     if nbytes > available:

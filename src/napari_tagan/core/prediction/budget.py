@@ -9,6 +9,8 @@ import tempfile
 import numpy as np
 import torch
 
+from ..tiff import available_memory
+
 #: Results larger than this (bytes, all outputs together) go to disk-backed memmaps.
 MEMMAP_THRESHOLD = 1 << 30
 
@@ -21,14 +23,8 @@ def _physical_memory() -> int:
 
 
 def _available_memory() -> int:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return _physical_memory() // 2
+    free = available_memory()
+    return free if free is not None else _physical_memory() // 2
 
 
 def default_memory_budget(device: torch.device) -> int:
